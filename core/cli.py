@@ -1,0 +1,150 @@
+"""Command line: `python -m core train|runs|bench ...`. Errors print one line and exit 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from core.config import METHODS, ConfigError, TrainConfig, list_presets, preset
+from core.data import DataError, dataset_from_env, default_cache_dir, load_splits
+from core.models import ModelError
+from core.store import RunStore, StoreError, default_runs_dir, runs_frame, to_markdown
+
+# CLI spellings that differ from the config's field names.
+ALIASES = {"n_unlabeled": "unlabeled"}
+HIDDEN = {"method", "preset"}
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, default="scratch")
+    p.add_argument("--preset", default="notebook", help=f"one of {', '.join(list_presets())}")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in HIDDEN:
+            continue
+        flag = "--" + ALIASES.get(f.name, f.name).replace("_", "-")
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+        if kind is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                           help=f"(preset's value; default preset value {getattr(defaults, f.name)!r})")  # fmt: skip
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None, help="'cifar10' or a folder path (default $SMALLDATA_DATASET or cifar10)")
+    p.add_argument("--runs-dir", default=None, help="where runs are saved (default $SMALLDATA_RUNS_DIR or ./runs)")
+    p.add_argument("--cache-dir", default=None, help="decoded-data and feature caches (default ./data/cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Small Data Lab command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run one config and save it")
+    _add_config_options(train)
+    _add_common(train)
+    train.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+    runs = sub.add_parser("runs", help="list saved runs")
+    _add_common(runs)
+    runs.add_argument("--json", action="store_true")
+    bench = sub.add_parser("bench", help="benchmark report (see core/bench.py)")
+    bench.add_argument("--dataset", required=True)
+    bench.add_argument("--weights", required=True)
+    bench.add_argument("--out", required=True)
+    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--cache-dir", default=None)
+    return parser
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    m = record["metrics"]
+    out = {
+        "run_id": record["run_id"],
+        "method": record["config"]["method"],
+        "config": record["config"],
+        "train_acc": m.get("train_acc"),
+        "test_acc": m.get("test_acc"),
+        "test_images": record.get("dataset", {}).get("test"),
+        "epochs": len(record["history"]),
+        "seconds": round(record["timings"].get("total_s", 0.0), 2),
+        "status": record["status"],
+        "message": record.get("message", ""),
+        "device": record.get("env", {}).get("device_name"),
+    }
+    if "semi" in record:
+        out["pseudo_labels"] = record["semi"].get("final_count")
+        out["pseudo_label_acc"] = record["semi"].get("final_acc")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.jobs import execute
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in HIDDEN}
+    cfg = preset(args.method, args.preset, **overrides)
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"\r{message}   ", end="", file=sys.stderr, flush=True)
+
+    splits = load_splits(args.dataset, n_labeled=cfg.n_labeled, cache_dir=cache, progress=progress)
+    print(f"\rdata: {splits.summary()['labeled']} labeled, {len(splits.unlabeled_x)} unlabeled, "
+          f"{len(splits.test_y)} test from {splits.source}", file=sys.stderr)  # fmt: skip
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        test = f" test {row['test_acc']:.1%}" if row.get("test_acc") is not None else ""
+        print(f"epoch {row['epoch']:4d}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.1%}"
+              f"{test}  lr {row['lr']:.2e}  {row['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
+
+    store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
+    record = execute(cfg, splits, store, on_epoch=on_epoch, cache_dir=cache, progress=progress)
+    summary = _summary(record)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        train, test = summary["train_acc"] or 0, summary["test_acc"] or 0
+        print(f"\n{record['status']}: {record['run_id']}  train {train:.1%}  test {test:.1%} "
+              f"({summary['test_images']} images)  {summary['seconds']}s")  # fmt: skip
+    if record["status"] in ("diverged", "failed"):
+        print(f"error: {record['message']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
+    runs = store.runs()
+    for w in store.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([_summary(r) for r in runs]))
+    elif runs:
+        frame = runs_frame(runs).drop(columns=["config_hash"])
+        print(to_markdown(frame))
+    else:
+        print(f"no runs in {store.root}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "dataset", None) is None and args.command != "bench":
+        args.dataset = dataset_from_env()
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "runs":
+            return cmd_runs(args)
+        from core.bench import main as bench_main
+
+        return bench_main(args)
+    except (ConfigError, DataError, ModelError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,77 @@
+"""Frozen-backbone features, computed once and cached on disk.
+
+A linear probe or a self-training round then takes seconds: the expensive forward passes through
+an ImageNet backbone at 128 px happen once per (backbone, weights, resolution, images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from core.models import SmallDataNet
+
+ProgressFn = Callable[[float, str], None]
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast where asked (CPUs with AMX run it over twice as fast), else a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.no_grad()
+def extract(
+    model: SmallDataNet,
+    images: torch.Tensor,
+    *,
+    device: torch.device,
+    bf16: bool,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    what: str = "images",
+) -> torch.Tensor:
+    """Pooled backbone features of uint8 images (N x 3 x H x W -> N x D, float32, on the CPU)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
+        with autocast(device, bf16):
+            out.append(model.features(batch).float().cpu())
+        if progress:
+            done = min(len(images), start + batch_size)
+            progress(done / len(images), f"Features of {what}: {done:,} / {len(images):,}")
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, model.feature_dim)
+
+
+def cache_key(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def cached_features(
+    cache_dir: Path | None,
+    key: str,
+    compute: Callable[[], torch.Tensor],
+) -> tuple[torch.Tensor, bool]:
+    """Features from `cache_dir/features/<key>.pt`, or computed and saved there; (features, was_cached)."""
+    path = cache_dir / "features" / f"{key}.pt" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            return torch.load(path, weights_only=True), True
+        except Exception:  # a truncated cache file is recomputed, never trusted
+            pass
+    feats = compute()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(feats, tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return feats, False

@@ -1,0 +1,226 @@
+"""The model registry: `create_model(name, num_classes, weights, resolution, normalize)` and `list_models()`.
+
+Every model is a `SmallDataNet`: `prep` (upsampling and normalisation of [0, 1] images), `backbone`
+(image -> pooled feature vector) and `head` (a fresh Linear layer). That split is what lets a linear
+probe compute the backbone's features once, and lets "last" fine-tuning name the last block.
+Pretrained weights come from torchvision's weights API ("imagenet", downloaded and cached by
+torchvision) or from a local state_dict file, always loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from core.models.resnet_cifar import resnet18_cifar
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ModelError(ValueError):
+    """Unknown model, unreadable weights or weights that do not fit; the message says what to do."""
+
+
+class InputAdapter(nn.Module):
+    """[0, 1] images at their stored size -> the model's resolution, optionally ImageNet-normalised."""
+
+    def __init__(self, resolution: int, normalize: bool) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.resolution:
+            x = F.interpolate(x, size=self.resolution, mode="bilinear", align_corners=False)
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return x
+
+
+class SmallDataNet(nn.Module):
+    def __init__(
+        self, prep: InputAdapter, backbone: nn.Module, feature_dim: int, num_classes: int, last: nn.Module
+    ) -> None:
+        super().__init__()
+        self.prep = prep
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.last = [last]  # a list, so that it is not registered twice as a submodule
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prep(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def set_trainable(self, finetune: str) -> None:
+        """head: only the head learns; last: the last block too; all: everything."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(finetune == "all")
+        if finetune == "last":
+            for p in self.last[0].parameters():
+                p.requires_grad_(True)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    build: Callable[[], nn.Module]  # the bare model, random init
+    tv_name: str | None  # torchvision's name for weights="imagenet"
+    split: Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]  # -> backbone, feature dim, last block
+    summary: str
+
+
+def _split_resnet_cifar(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+    dim = m.linear.in_features
+    m.linear = nn.Identity()
+    return m, dim, m.layer4
+
+
+def _split_resnet(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+    dim = m.fc.in_features
+    m.fc = nn.Identity()
+    return m, dim, m.layer4
+
+
+def _split_features_pool(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+    """mobilenet_v2, efficientnet_b0: features -> average pool -> flatten."""
+    dim = m.classifier[-1].in_features
+    backbone = nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    return backbone, dim, m.features[-2:]
+
+
+def _split_mobilenet_v3(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+    # Its penultimate layer (Linear 576 -> 1024 + Hardswish) sits in the classifier: keep it pretrained.
+    dim = m.classifier[-1].in_features
+    backbone = nn.Sequential(m.features, m.avgpool, nn.Flatten(1), *m.classifier[:-1])
+    return backbone, dim, m.features[-2:]
+
+
+REGISTRY: dict[str, ModelEntry] = {
+    "resnet18_cifar": ModelEntry(
+        resnet18_cifar, None, _split_resnet_cifar, "ResNet-18 for 32x32 (3x3 stem, no max-pool), 11.2M"
+    ),
+    "resnet18": ModelEntry(
+        torchvision.models.resnet18, "resnet18", _split_resnet, "torchvision ResNet-18 (ImageNet), 11.7M"
+    ),
+    "mobilenet_v2": ModelEntry(
+        torchvision.models.mobilenet_v2, "mobilenet_v2", _split_features_pool, "MobileNetV2 (ImageNet), 3.5M"
+    ),
+    "mobilenet_v3_small": ModelEntry(
+        torchvision.models.mobilenet_v3_small,
+        "mobilenet_v3_small",
+        _split_mobilenet_v3,
+        "MobileNetV3-Small (ImageNet), 2.5M",
+    ),
+    "efficientnet_b0": ModelEntry(
+        torchvision.models.efficientnet_b0,
+        "efficientnet_b0",
+        _split_features_pool,
+        "EfficientNet-B0 (ImageNet), 5.3M",
+    ),
+}
+
+
+def list_models() -> list[str]:
+    return list(REGISTRY)
+
+
+def default_weights_dir() -> Path:
+    return Path(os.environ.get("SMALLDATA_WEIGHTS_DIR", "weights"))
+
+
+def list_weight_files(folder: str | os.PathLike | None = None) -> list[Path]:
+    folder = Path(folder) if folder else default_weights_dir()
+    return sorted(folder.glob("*.pth")) if folder.is_dir() else []
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    weights: str = "",
+    resolution: int = 32,
+    normalize: bool = False,
+) -> SmallDataNet:
+    """A registered model with a fresh `num_classes` head; weights: "", "imagenet" or a .pth path."""
+    if name not in REGISTRY:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    if weights == "imagenet":
+        model = _torchvision_pretrained(name, entry)
+    else:
+        model = entry.build()
+        if weights:
+            _load_state_dict(model, Path(weights))
+    backbone, dim, last = entry.split(model)
+    return SmallDataNet(InputAdapter(resolution, normalize), backbone, dim, num_classes, last)
+
+
+def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
+    if entry.tv_name is None:
+        raise ModelError(f"{name} has no ImageNet weights; train it from scratch or give a .pth file")
+    try:
+        return torchvision.models.get_model(entry.tv_name, weights="DEFAULT")
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise ModelError(
+            f"could not download torchvision's ImageNet weights for {name} ({err}). Without network, "
+            "use a local state_dict file instead (--weights path/to/file.pth, or put .pth files in "
+            f"{default_weights_dir()} and pick one in the app)."
+        ) from None
+
+
+def _load_state_dict(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist; give the path of a .pth state_dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle payloads, truncated files, other formats
+        raise ModelError(
+            f"cannot load {path} as a state_dict with weights_only=True ({type(err).__name__}); "
+            "save it with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} is not a state_dict (a dict of tensors)")
+    own = model.state_dict()
+    # Heads are replaced anyway, so a checkpoint with another number of classes still fits.
+    head_keys = {k for k in state if k in own and state[k].shape != own[k].shape and own[k].dim() <= 2}
+    state = {k: v for k, v in state.items() if k not in head_keys}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in head_keys]
+    if missing or result.unexpected_keys:
+        raise ModelError(
+            f"{path} does not fit {type(model).__name__}: {len(missing)} missing keys "
+            f"(e.g. {missing[:2]}), {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {result.unexpected_keys[:2]}); is it for another architecture?"
+        )
+
+
+@lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def weights_id(weights: str) -> str:
+    """Identifies weights by content, for feature caches: "", "imagenet" or a file's digest."""
+    if weights in ("", "imagenet"):
+        return weights or "random"
+    st = Path(weights).stat()
+    return _file_digest(str(Path(weights).resolve()), st.st_size, st.st_mtime_ns)

@@ -1,0 +1,51 @@
+"""A tiny synthetic folder dataset, built by the tests: 3 classes told apart by colour, 32x32 PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
+
+
+def make_image(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    base = np.full((size, size, 3), 60, dtype=np.int16)
+    base[..., label] = 200  # the class is the dominant channel: learnable in a few steps
+    noise = rng.integers(-40, 40, size=(size, size, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def build_dataset(root: Path, labeled: int = 10, test: int = 10, unlabeled: int = 20, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    index = 0
+    for split, per_class in (("labeled", labeled), ("test", test), ("unlabeled", unlabeled)):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(per_class):
+                make_image(label, rng).save(folder / f"img_{index:05d}.png")
+                index += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory) -> Path:
+    return build_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def splits(dataset_dir, tmp_path_factory):
+    from core.data import load_splits
+
+    return load_splits(dataset_dir, n_labeled=30, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the developer's ./runs, ./data or ./weights."""
+    monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("SMALLDATA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SMALLDATA_WEIGHTS_DIR", str(tmp_path / "weights"))

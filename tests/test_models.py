@@ -1,0 +1,84 @@
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from core.models import ModelError, create_model, list_models, weights_id
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_gives_ten_logits_on_32px(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        assert model.features(torch.rand(2, 3, 32, 32)).shape == (2, model.feature_dim)
+
+
+def test_resnet18_cifar_keeps_32px_resolution_in_its_stem():
+    model = create_model("resnet18_cifar")
+    stem = model.backbone.conv1
+    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+
+
+def test_resolution_upsamples_inside_the_model():
+    model = create_model("mobilenet_v2", resolution=64, normalize=True)
+    seen = {}
+    model.backbone.register_forward_pre_hook(lambda m, args: seen.update(shape=args[0].shape))
+    model.eval()(torch.rand(1, 3, 32, 32))
+    assert seen["shape"] == (1, 3, 64, 64)
+
+
+def test_local_checkpoint_loads_and_heads_are_fresh(tmp_path):
+    torch.manual_seed(1)
+    source = torchvision.models.mobilenet_v2()
+    path = tmp_path / "mnv2.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model("mobilenet_v2", weights=str(path))
+    assert torch.equal(model.backbone[0][0][0].weight, source.features[0][0].weight)
+    assert model.head.out_features == 10
+    assert len(weights_id(str(path))) == 16
+
+
+def test_checkpoint_for_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ModelError, match="another architecture"):
+        create_model("mobilenet_v2", weights=str(path))
+
+
+def test_pickle_payload_in_weights_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"x": Payload()}, f)
+    with pytest.raises(ModelError, match="weights_only"):
+        create_model("mobilenet_v2", weights=str(path))
+
+
+@pytest.mark.parametrize("finetune", ["head", "last", "all"])
+def test_frozen_parameters_stay_frozen(finetune):
+    torch.manual_seed(0)
+    model = create_model("resnet18_cifar")
+    model.set_trainable(finetune)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.eval()  # BN statistics aside, only gradients may change weights
+    loss = model(torch.rand(4, 3, 32, 32)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "head.weight" in changed
+    assert ("backbone.conv1.weight" in changed) == (finetune == "all")
+    assert ("backbone.layer4.1.conv2.weight" in changed) == (finetune in ("last", "all"))
+
+
+def test_unknown_model():
+    with pytest.raises(ModelError, match="resnet18_cifar"):
+        create_model("vit_huge")
