@@ -1,5 +1,22 @@
-"""Small Data Lab: the Streamlit entry point (filled in by the app issue)."""
+"""Small Data Lab: the Streamlit entry point. The shared frame (page config, sidebar, navigation);
+each page in pages/ holds only its own content."""
 
 import streamlit as st
 
-st.title("Small Data Lab")
+from pages.common import show_sidebar
+
+st.set_page_config(page_title="Small Data Lab", page_icon=":material/science:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data and augmentations", icon=":material/photo_library:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/bar_chart:"),
+]
+
+page = st.navigation(PAGES)
+st.session_state["_framed"] = True
+if goto := st.session_state.pop("_goto", None):  # a deep link that arrived before the frame (pages.common.framed)
+    st.switch_page(goto)
+show_sidebar()
+page.run()

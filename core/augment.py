@@ -399,3 +399,27 @@ class BatchAugment:
         if self.batch_transform is not None and len(images) > 1:
             images, y = self.batch_transform(images, y)
         return images, y
+
+
+def preview_grid(
+    images: torch.Tensor, pipelines: list[str], k: int, seed: int = 0, max_width: int = 1100, gap: int = 8
+) -> torch.Tensor:
+    """One picture for the page: per row, the original | k samples of each pipeline, enlarged by the
+    largest whole factor that fits max_width, with nearest-neighbour scaling so that 32x32 pixels stay
+    crisp. Returns uint8 H x W x 3."""
+    n, _, h, w = images.shape
+    blocks = [images[:, None]] + [preview(images, text, k, seed) for text in pipelines]
+    wide = torch.full((n, 3, h, gap), 255, dtype=torch.uint8)
+    thin = torch.full((n, 3, h, 1), 255, dtype=torch.uint8)
+    row_parts = []
+    for b, block in enumerate(blocks):
+        if b:
+            row_parts.append(wide)
+        for j in range(block.shape[1]):
+            row_parts += [thin, block[:, j]] if j else [block[:, j]]
+    rows = torch.cat(row_parts, dim=3)  # n x 3 x h x W
+    spacer = torch.full((n, 3, 1, rows.shape[-1]), 255, dtype=torch.uint8)
+    grid = torch.cat([rows, spacer], dim=2).permute(1, 0, 2, 3).reshape(3, -1, rows.shape[-1])
+    scale = max(1, max_width // grid.shape[-1])
+    grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return grid.permute(1, 2, 0).contiguous()

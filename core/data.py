@@ -48,7 +48,7 @@ class Splits:
     test_y: torch.Tensor
     classes: tuple[str, ...]
     source: str  # "cifar10" or the folder path
-    fingerprint: str  # identifies the content: feature caches and runs are keyed by it
+    fingerprint: str  # "<content id>-<n_labeled>": feature caches and runs are keyed by it
     # Ground truth of the unlabeled images, for diagnostics only (pseudo-label accuracy); None when
     # unknown. Training code receives `unlabeled_x` alone.
     unlabeled_hidden_y: torch.Tensor | None = None
@@ -85,19 +85,22 @@ def dataset_from_env() -> str:
 def load_splits(
     source: str | os.PathLike | None = None,
     *,
-    n_labeled: int = 100,
+    n_labeled: int | None = None,
     image_size: int = 32,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
     progress: ProgressFn | None = None,
 ) -> Splits:
-    """The small-data splits of `source`: "cifar10" or a folder path (default: $SMALLDATA_DATASET)."""
+    """The small-data splits of `source`: "cifar10" or a folder path (default: $SMALLDATA_DATASET).
+
+    n_labeled: how many labeled images; by default 100 for CIFAR-10 and all of a folder's labeled/.
+    """
     source = str(source or dataset_from_env())
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if source == "cifar10":
         root = Path(data_dir) if data_dir else default_data_dir()
-        return _load_cifar10(root, n_labeled, download, progress)
+        return _load_cifar10(root, n_labeled or 100, download, progress)
     return _load_folder(Path(source), n_labeled, image_size, cache, progress)
 
 
@@ -131,7 +134,7 @@ def split_arrays(
         test_y=test_y.clone(),
         classes=classes,
         source=source,
-        fingerprint=f"{source}-{n_labeled}-{digest.hexdigest()[:12]}",
+        fingerprint=f"{source}-{digest.hexdigest()[:12]}-{n_labeled}",
     )
 
 
@@ -294,6 +297,7 @@ def _load_folder(root: Path, n_labeled: int, size: int, cache_dir: Path, progres
     test_files, test_y = _labeled_files(root / "test", classes)
     unlabeled_dir = root / "unlabeled"
     unlabeled_files = _image_files(unlabeled_dir) if unlabeled_dir.is_dir() else []
+    n_labeled = n_labeled or len(labeled_files)
     if n_labeled > len(labeled_files):
         raise DataError(
             f"n_labeled={n_labeled} is larger than the {len(labeled_files)} images in {root / 'labeled'}; lower it"

@@ -59,7 +59,7 @@ def cached_features(
     compute: Callable[[], torch.Tensor],
 ) -> tuple[torch.Tensor, bool]:
     """Features from `cache_dir/features/<key>.pt`, or computed and saved there; (features, was_cached)."""
-    path = cache_dir / "features" / f"{key}.pt" if cache_dir else None
+    path = Path(cache_dir) / "features" / f"{key}.pt" if cache_dir else None
     if path is not None and path.exists():
         try:
             return torch.load(path, weights_only=True), True

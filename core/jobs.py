@@ -87,13 +87,15 @@ class Job:
 
     @property
     def fraction(self) -> float:
-        return min(1.0, len(self.history) / self.cfg.epochs) if self.cfg.epochs else 0.0
+        """Done so far: epochs of epochs, or the `progress` a method reports (self-training rounds)."""
+        if not self.history:
+            return 0.0
+        return min(1.0, self.history[-1].get("progress", len(self.history) / self.cfg.epochs))
 
     def eta_seconds(self) -> float | None:
-        if not self.history or self.state != "running":
+        if not self.history or self.state != "running" or self.fraction <= 0:
             return None
-        elapsed = self.history[-1]["seconds"]
-        return elapsed / len(self.history) * (self.cfg.epochs - len(self.history))
+        return self.history[-1]["seconds"] * (1 - self.fraction) / self.fraction
 
 
 class JobRegistry:

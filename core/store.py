@@ -159,6 +159,12 @@ class RunStore:
         return [self.save(r) for r in records]
 
 
+def same_test_set(record: dict[str, Any], fingerprint: str) -> bool:
+    """Whether a run was evaluated on the dataset of `fingerprint` (whatever its n_labeled)."""
+    theirs = record.get("dataset", {}).get("fingerprint", "")
+    return bool(theirs) and theirs.rsplit("-", 1)[0] == fingerprint.rsplit("-", 1)[0]
+
+
 # ---- tables
 
 

@@ -1,0 +1,169 @@
+"""Altair charts as pure functions from tidy DataFrames (or run records) to `alt.Chart`.
+
+They hold no Streamlit: the pages render them, the tests inspect their `to_dict()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+
+def run_label(record: dict[str, Any]) -> str:
+    c = record["config"]
+    return f"{c['method']} {c['arch']} {c.get('preset') or ''} s{c['seed']} · {record['run_id'][-6:]}".replace(
+        "  ", " "
+    )
+
+
+def config_label(record: dict[str, Any]) -> str:
+    """Runs that differ only by seed share this label (mean and spread are taken over it)."""
+    c = record["config"]
+    res = f" {c['resolution']}px" if c["method"] != "scratch" else ""
+    extra = f" {c['semi']}" if c["method"] == "semi" else ""
+    return f"{c['method']}{extra} {c['arch']}{res} {c.get('preset') or 'custom'} · {c['augment'] or 'none'}"
+
+
+def history_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long format: one row per (run, epoch, metric)."""
+    rows = []
+    for r in runs:
+        label = run_label(r)
+        for h in r["history"]:
+            for metric in ("train_loss", "train_acc", "test_acc"):
+                if h.get(metric) is not None:
+                    rows.append({"run": label, "epoch": h["epoch"], "metric": metric, "value": h[metric]})
+    return pd.DataFrame(rows, columns=["run", "epoch", "metric", "value"])
+
+
+def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
+    """Loss and accuracy against epochs, coloured by run; hovering a run highlights it."""
+    hover = alt.selection_point(fields=["run"], on="pointerover", clear="pointerout")
+    base = alt.Chart(frame).encode(
+        x=alt.X("epoch:Q", title="epoch"),
+        y=alt.Y("value:Q", title=None),
+        color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
+        opacity=alt.condition(hover, alt.value(1.0), alt.value(0.25)),
+        tooltip=["run:N", "metric:N", "epoch:Q", alt.Tooltip("value:Q", format=".3f")],
+    )
+    lines = base.mark_line(point=alt.OverlayMarkDef(size=18)).add_params(hover)
+    return (
+        lines.properties(height=height, width=260)
+        .facet(column=alt.Column("metric:N", title=None, sort=["train_loss", "train_acc", "test_acc"]))
+        .resolve_scale(y="independent")
+    )
+
+
+def accuracy_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [
+        {"configuration": config_label(r), "seed": r["config"]["seed"], "test_acc": r["metrics"]["test_acc"]}
+        for r in runs
+        if r["metrics"].get("test_acc") is not None
+    ]
+    return pd.DataFrame(rows, columns=["configuration", "seed", "test_acc"])
+
+
+def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and count of test accuracy per configuration."""
+    g = frame.groupby("configuration")["test_acc"]
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1).fillna(0.0), "runs": g.size()}).reset_index()
+    return out.sort_values("mean", ascending=False)
+
+
+def accuracy_bars(frame: pd.DataFrame) -> alt.LayerChart:
+    """Mean test accuracy per configuration as bars, +- one standard deviation, a dot per seed."""
+    summary = accuracy_summary(frame)
+    summary["low"] = summary["mean"] - summary["std"]
+    summary["high"] = summary["mean"] + summary["std"]
+    order = list(summary["configuration"])
+    y = alt.Y("configuration:N", sort=order, title=None, axis=alt.Axis(labelLimit=420))
+    bars = (
+        alt.Chart(summary)
+        .mark_bar(opacity=0.55)
+        .encode(
+            x=alt.X("mean:Q", title="test accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            y=y,
+            tooltip=[
+                "configuration:N",
+                alt.Tooltip("mean:Q", format=".1%"),
+                alt.Tooltip("std:Q", format=".1%"),
+                "runs:Q",
+            ],
+        )
+    )
+    errors = alt.Chart(summary).mark_errorbar(thickness=2).encode(x=alt.X("low:Q"), x2="high:Q", y=y)
+    dots = (
+        alt.Chart(frame)
+        .mark_circle(size=45, color="black")
+        .encode(x="test_acc:Q", y=y, tooltip=["configuration:N", "seed:Q", alt.Tooltip("test_acc:Q", format=".1%")])
+    )
+    return (bars + errors + dots).properties(height=max(80, 36 * len(summary)))
+
+
+def confusion_heatmap(confusion: list[list[int]], classes: list[str]) -> alt.LayerChart:
+    rows = [
+        {"true": classes[i], "predicted": classes[j], "count": n}
+        for i, row in enumerate(confusion)
+        for j, n in enumerate(row)
+    ]
+    frame = pd.DataFrame(rows)
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), tooltip=["true", "predicted", "count"]
+    )
+    heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")))
+    text = base.mark_text(fontSize=10).encode(text="count:Q")
+    return (heat + text).properties(width=360, height=360)
+
+
+def per_class_bars(per_class: list[float], classes: list[str]) -> alt.Chart:
+    frame = pd.DataFrame({"class": classes, "accuracy": per_class})
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("class:N", sort=classes, title=None),
+            tooltip=["class", alt.Tooltip("accuracy:Q", format=".1%")],
+        )
+        .properties(height=24 * len(classes), width=300)
+    )
+
+
+def class_balance(counts: dict[str, int]) -> alt.Chart:
+    frame = pd.DataFrame({"class": list(counts), "images": list(counts.values())})
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(x=alt.X("class:N", sort=list(counts), title=None), y="images:Q", tooltip=["class", "images"])
+        .properties(height=220)
+    )
+
+
+def semi_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long format of the semi-supervised diagnostics: one row per (run, round, metric)."""
+    rows = []
+    for r in runs:
+        for d in r.get("semi", {}).get("rounds", []):
+            for metric in ("accepted", "pseudo_acc", "test_acc"):
+                if d.get(metric) is not None:
+                    rows.append({"run": run_label(r), "round": d["round"], "metric": metric, "value": d[metric]})
+    return pd.DataFrame(rows, columns=["run", "round", "metric", "value"])
+
+
+def semi_diagnostics(frame: pd.DataFrame) -> alt.Chart:
+    """Pseudo-labels accepted and their accuracy per round; frame columns: run, round, metric, value."""
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("round:Q"),
+            y=alt.Y("value:Q", title=None),
+            color="run:N",
+            tooltip=["run", "round", "metric", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(height=200, width=260)
+        .facet(column=alt.Column("metric:N", title=None))
+        .resolve_scale(y="independent")
+    )

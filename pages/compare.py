@@ -1,0 +1,156 @@
+"""Compare: saved runs in a table, learning curves, accuracy over seeds, one run in detail."""
+
+import streamlit as st
+
+from core.charts import (
+    accuracy_bars,
+    accuracy_frame,
+    accuracy_summary,
+    confusion_heatmap,
+    history_frame,
+    learning_curves,
+    per_class_bars,
+    semi_diagnostics,
+    semi_frame,
+)
+from core.data import DataError
+from core.store import StoreError, results_table, runs_frame, same_test_set, to_markdown
+from pages.common import framed, get_splits, pixelated_images, settings, store
+
+framed("pages/compare.py")
+
+st.title("Compare runs")
+runs_store = store()
+runs = runs_store.runs()
+for warning in runs_store.warnings:
+    st.warning(f"Skipped an unreadable file in the runs folder: {warning}")
+
+with st.expander("Import runs from a JSON export"):
+    upload = st.file_uploader("Exported runs (.json)", type=["json"], key="import")
+    if upload is not None and st.button("Import", key="do_import"):
+        try:
+            added = runs_store.import_json(upload.getvalue())
+            st.success(f"Imported {len(added)} run(s).")
+            st.rerun()
+        except StoreError as err:
+            st.error(f"Nothing imported: {err}")
+
+if not runs:
+    st.info("No saved runs yet: start one on the Train page.")
+    st.stop()
+
+frame = runs_frame(runs)
+f1, f2, f3 = st.columns(3)
+methods = f1.multiselect("Method", sorted(frame["method"].unique()), key="f_method")
+statuses = f2.multiselect("Status", sorted(frame["status"].unique()), key="f_status")
+text = f3.text_input("Search (model, preset, augmentation)", key="f_text")
+view = frame
+if methods:
+    view = view[view["method"].isin(methods)]
+if statuses:
+    view = view[view["status"].isin(statuses)]
+if text:
+    hay = view["model"] + " " + view["preset"] + " " + view["augment"]
+    view = view[hay.str.contains(text, case=False, regex=False)]
+st.dataframe(
+    view.drop(columns=["config_hash"]),
+    hide_index=True,
+    column_config={
+        "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
+        "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
+    },
+)
+
+by_id = {r["run_id"]: r for r in runs}
+default = [i for i in view["run_id"] if by_id[i]["status"] == "finished"][:8]
+chosen = st.multiselect("Runs to compare", list(view["run_id"]), default=default, key="chosen")
+selected = [by_id[i] for i in chosen]
+if not selected:
+    st.info("Select runs to compare.")
+    st.stop()
+
+st.subheader("Learning curves")
+curves = history_frame(selected)
+if curves.empty:
+    st.caption("The selected runs have no per-epoch history.")
+else:
+    st.altair_chart(learning_curves(curves), use_container_width=False)
+
+semi_rows = semi_frame(selected)
+if not semi_rows.empty:
+    st.subheader("Pseudo-labels per round")
+    st.altair_chart(semi_diagnostics(semi_rows), use_container_width=False)
+
+st.subheader("Test accuracy per configuration (mean ± std over seeds)")
+acc = accuracy_frame(selected)
+if acc.empty:
+    st.caption("No test accuracy among the selected runs.")
+else:
+    st.altair_chart(accuracy_bars(acc), use_container_width=True)
+    summary = accuracy_summary(acc)
+    st.dataframe(
+        summary,
+        hide_index=True,
+        column_config={
+            "mean": st.column_config.NumberColumn(format="percent"),
+            "std": st.column_config.NumberColumn(format="percent"),
+        },
+    )
+
+st.subheader("Results table")
+table = results_table(selected)
+st.dataframe(table, hide_index=True)
+c1, c2 = st.columns(2)
+c1.download_button("Download CSV", table.to_csv(index=False), "results.csv", "text/csv", icon=":material/download:")
+c2.download_button(
+    "Export selected runs (JSON)",
+    runs_store.export_json(chosen),
+    "runs.json",
+    "application/json",
+    icon=":material/ios_share:",
+)
+with st.expander("Markdown (copy with the button at the top right)"):
+    st.code(to_markdown(table), language="markdown")
+
+st.subheader("One run in detail")
+detail_id = st.selectbox("Run", chosen, key="detail")
+run = by_id[detail_id]
+m = run["metrics"]
+classes = run.get("dataset", {}).get("classes") or [str(i) for i in range(len(m.get("per_class_acc", [])))]
+if m.get("confusion"):
+    d1, d2 = st.columns(2)
+    with d1:
+        st.markdown("**Confusion matrix** (rows: true class)")
+        st.altair_chart(confusion_heatmap(m["confusion"], classes), use_container_width=False)
+    with d2:
+        st.markdown("**Per-class test accuracy**")
+        st.altair_chart(per_class_bars(m["per_class_acc"], classes), use_container_width=False)
+    wrong = m.get("wrong_indices", [])[:24]
+    try:
+        splits = get_splits(settings()["dataset"])
+    except DataError:
+        splits = None
+    if wrong and splits is not None and same_test_set(run, splits.fingerprint):
+        st.markdown("**Test images it got wrong** (true → predicted)")
+        pixelated_images()
+        cols = st.columns(12)
+        for n, (i, p) in enumerate(zip(wrong, m.get("wrong_pred", []), strict=False)):
+            cols[n % 12].image(
+                splits.test_x[i].permute(1, 2, 0).numpy(),
+                width=64,
+                caption=f"{classes[int(splits.test_y[i])]} → {classes[p]}",
+            )
+    elif wrong:
+        st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
+else:
+    st.caption(f"This run has no evaluation ({run['status']}: {run.get('message', '')}).")
+st.json({"config": run["config"], "timings": run.get("timings", {}), "env": run.get("env", {})}, expanded=False)
+
+st.subheader("Delete runs")
+doomed = st.multiselect("Runs to delete", list(frame["run_id"]), key="doomed")
+sure = st.checkbox("Yes, delete these runs for good", key="sure")
+if st.button("Delete", disabled=not (doomed and sure), icon=":material/delete:", key="delete"):
+    for run_id in doomed:
+        runs_store.delete(run_id)
+    st.success(f"Deleted {len(doomed)} run(s).")
+    st.rerun()
