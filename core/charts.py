@@ -42,7 +42,7 @@ def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
     """Loss and accuracy against epochs, coloured by run; hovering a run highlights it."""
     hover = alt.selection_point(fields=["run"], on="pointerover", clear="pointerout")
     base = alt.Chart(frame).encode(
-        x=alt.X("epoch:Q", title="epoch"),
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="d", tickMinStep=1)),
         y=alt.Y("value:Q", title=None),
         color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
         opacity=alt.condition(hover, alt.value(1.0), alt.value(0.25)),
@@ -79,11 +79,12 @@ def accuracy_bars(frame: pd.DataFrame) -> alt.LayerChart:
     summary["high"] = summary["mean"] + summary["std"]
     order = list(summary["configuration"])
     y = alt.Y("configuration:N", sort=order, title=None, axis=alt.Axis(labelLimit=420))
+    x_scale = alt.Scale(domain=[0, 1])
     bars = (
         alt.Chart(summary)
-        .mark_bar(opacity=0.55)
+        .mark_bar(opacity=0.5, height={"band": 0.7})
         .encode(
-            x=alt.X("mean:Q", title="test accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("mean:Q", title="test accuracy", axis=alt.Axis(format="%"), scale=x_scale),
             y=y,
             tooltip=[
                 "configuration:N",
@@ -93,13 +94,17 @@ def accuracy_bars(frame: pd.DataFrame) -> alt.LayerChart:
             ],
         )
     )
-    errors = alt.Chart(summary).mark_errorbar(thickness=2).encode(x=alt.X("low:Q"), x2="high:Q", y=y)
+    errors = alt.Chart(summary).mark_rule(strokeWidth=2).encode(x=alt.X("low:Q", scale=x_scale), x2="high:Q", y=y)
     dots = (
         alt.Chart(frame)
         .mark_circle(size=45, color="black")
-        .encode(x="test_acc:Q", y=y, tooltip=["configuration:N", "seed:Q", alt.Tooltip("test_acc:Q", format=".1%")])
+        .encode(
+            x=alt.X("test_acc:Q", scale=x_scale),
+            y=y,
+            tooltip=["configuration:N", "seed:Q", alt.Tooltip("test_acc:Q", format=".1%")],
+        )
     )
-    return (bars + errors + dots).properties(height=max(80, 36 * len(summary)))
+    return (bars + errors + dots).properties(height=alt.Step(34))
 
 
 def confusion_heatmap(confusion: list[list[int]], classes: list[str]) -> alt.LayerChart:
@@ -158,7 +163,7 @@ def semi_diagnostics(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("round:Q"),
+            x=alt.X("round:Q", axis=alt.Axis(format="d", tickMinStep=1)),
             y=alt.Y("value:Q", title=None),
             color="run:N",
             tooltip=["run", "round", "metric", alt.Tooltip("value:Q", format=".3f")],

@@ -1,0 +1,49 @@
+from core.charts import (
+    accuracy_bars,
+    accuracy_frame,
+    accuracy_summary,
+    class_balance,
+    confusion_heatmap,
+    history_frame,
+    learning_curves,
+    per_class_bars,
+    semi_diagnostics,
+    semi_frame,
+)
+from tests.test_store import record
+
+
+def runs():
+    a, b, c = record("a", 0.2, seed=0), record("b", 0.4, seed=1), record("c", 0.9, seed=0)
+    c["config"] = c["config"] | {"method": "transfer", "arch": "mobilenet_v2", "weights": "imagenet"}
+    c["semi"] = {"rounds": [{"round": 0, "accepted": 0, "pseudo_acc": None, "test_acc": 0.5},
+                            {"round": 1, "accepted": 40, "pseudo_acc": 0.8, "test_acc": 0.6}]}  # fmt: skip
+    return [a, b, c]
+
+
+def test_accuracy_mean_and_spread_over_seeds():
+    summary = accuracy_summary(accuracy_frame(runs())).set_index("runs")
+    two = summary.loc[2]
+    assert abs(two["mean"] - 0.3) < 1e-9 and abs(two["std"] - 0.1414) < 1e-3
+    assert summary.loc[1]["std"] == 0.0
+    spec = accuracy_bars(accuracy_frame(runs())).to_dict()
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule", "circle"]
+
+
+def test_learning_curves_have_hover_highlight_and_tooltips():
+    frame = history_frame(runs())
+    assert set(frame["metric"]) == {"train_loss", "train_acc"} and len(frame) == 6
+    spec = learning_curves(frame).to_dict()
+    assert spec["params"][0]["select"]["on"] == "pointerover" and spec["params"][0]["select"]["fields"] == ["run"]
+    assert "tooltip" in spec["spec"]["encoding"]
+
+
+def test_small_charts():
+    spec = confusion_heatmap([[3, 1], [0, 4]], ["x", "y"]).to_dict()
+    values = spec["datasets"][next(iter(spec["datasets"]))]
+    assert sum(v["count"] for v in values) == 8
+    assert per_class_bars([0.5, 1.0], ["x", "y"]).to_dict()["mark"]["type"] == "bar"
+    assert class_balance({"x": 2, "y": 5}).to_dict()["encoding"]["y"]["field"] == "images"
+    frame = semi_frame(runs())
+    assert set(frame["metric"]) == {"accepted", "pseudo_acc", "test_acc"} and len(frame) == 5
+    assert "facet" in semi_diagnostics(frame).to_dict()
