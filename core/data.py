@@ -360,3 +360,23 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache folder only costs speed
+
+
+def validation_splits(splits: Splits, n_val: int = 2000) -> Splits:
+    """For choosing hyperparameters without the test set: a fixed random part of the unlabeled pool,
+    with its hidden labels, becomes the "test" split; the rest stays unlabeled. Needs hidden labels."""
+    if splits.unlabeled_hidden_y is None or len(splits.unlabeled_x) <= n_val:
+        raise DataError("a validation split needs more than n_val unlabeled images with hidden labels")
+    order = torch.randperm(len(splits.unlabeled_x), generator=torch.Generator().manual_seed(12345))
+    val, rest = order[:n_val].sort().values, order[n_val:].sort().values
+    return Splits(
+        labeled_x=splits.labeled_x,
+        labeled_y=splits.labeled_y,
+        unlabeled_x=splits.unlabeled_x[rest],
+        unlabeled_hidden_y=splits.unlabeled_hidden_y[rest],
+        test_x=splits.unlabeled_x[val],
+        test_y=splits.unlabeled_hidden_y[val],
+        classes=splits.classes,
+        source=f"{splits.source} (validation: {n_val} unlabeled images)",
+        fingerprint=f"{splits.fingerprint.rsplit('-', 1)[0]}val{n_val}-{len(splits.labeled_y)}",
+    )

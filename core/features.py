@@ -30,18 +30,29 @@ def extract(
     *,
     device: torch.device,
     bf16: bool,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: ProgressFn | None = None,
     what: str = "images",
+    flip: bool = False,
 ) -> torch.Tensor:
-    """Pooled backbone features of uint8 images (N x 3 x H x W -> N x D, float32, on the CPU)."""
+    """Pooled backbone features of uint8 images (N x 3 x H x W -> N x D, float32, on the CPU).
+
+    flip: average each image's features with its mirror image's (a cheap, steadier feature).
+    """
+    # Measured on the 2-core CPU, mobilenet_v2 at 128 px with bf16: batch 256 gives 145 images/s,
+    # batch 64 gives 281, and channels_last 467.
+    batch_size = batch_size or (64 if device.type == "cpu" else 512)
+    model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
         with autocast(device, bf16):
-            out.append(model.features(batch).float().cpu())
+            f = model.features(batch).float()
+            if flip:
+                f = (f + model.features(batch.flip(-1)).float()) / 2
+        out.append(f.cpu())
         if progress:
             done = min(len(images), start + batch_size)
             progress(done / len(images), f"Features of {what}: {done:,} / {len(images):,}")

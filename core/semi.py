@@ -65,6 +65,43 @@ def select_pseudo_labels(probs: torch.Tensor, threshold: float, per_class: int) 
     return torch.cat(keep).sort().values
 
 
+def knn_graph(feats: torch.Tensor, k: int, dims: int = 256, chunk: int = 4096) -> torch.Tensor:
+    """Symmetric, normalised k-nearest-neighbour graph D^-1/2 W D^-1/2 (sparse N x N) of features,
+    by cosine similarity after PCA to `dims` dimensions (50,000 images: about 15 s on 2 cores)."""
+    centred = feats - feats.mean(0)
+    _, _, basis = torch.pca_lowrank(centred, q=min(dims, *feats.shape), center=False, niter=3)
+    z = F.normalize(centred @ basis, dim=1)
+    n = len(z)
+    sims, cols = [], []
+    for start in range(0, n, chunk):
+        v, i = (z[start : start + chunk] @ z.T).topk(min(k + 1, n), dim=1)
+        sims.append(v[:, 1:])  # the first neighbour is the image itself
+        cols.append(i[:, 1:])
+    weight = torch.cat(sims).clamp(min=0) ** 3  # sharpen: near neighbours count much more
+    rows = torch.arange(n).repeat_interleave(weight.shape[1])
+    w = torch.sparse_coo_tensor(
+        torch.stack([rows, torch.cat(cols).flatten()]), weight.flatten(), (n, n), check_invariants=False
+    )
+    w = (w + w.t()).coalesce()
+    d = torch.sparse.sum(w, 1).to_dense().clamp(min=1e-8).rsqrt()
+    idx = w.indices()
+    return torch.sparse_coo_tensor(idx, w.values() * d[idx[0]] * d[idx[1]], (n, n)).coalesce()
+
+
+def label_spread(graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float = 0.99, iters: int = 20):
+    """Zhou et al.'s label spreading: the first len(labels) nodes are labeled. Returns class
+    probabilities of the other nodes, balanced so that every class gets the same total mass (the
+    labeled set is unbalanced; without this, frequent classes swallow the pool)."""
+    seeds = torch.zeros(graph.shape[0], n_classes)
+    seeds[torch.arange(len(labels)), labels] = 1
+    scores = seeds.clone()
+    for _ in range(iters):
+        scores = alpha * torch.sparse.mm(graph, scores) + (1 - alpha) * seeds
+    scores = scores[len(labels) :].clamp(min=0) + 1e-12
+    scores = scores / scores.sum(0, keepdim=True)
+    return scores / scores.sum(1, keepdim=True)
+
+
 def fit_semi(cfg, splits, on_epoch, should_stop, cache_dir, progress) -> dict[str, Any]:
     if len(splits.unlabeled_x) == 0:
         raise ValueError("semi-supervised learning needs unlabeled images, and this dataset has none")
@@ -74,7 +111,7 @@ def fit_semi(cfg, splits, on_epoch, should_stop, cache_dir, progress) -> dict[st
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize).to(device)
-    if cfg.semi == "selftrain":
+    if cfg.semi in ("selftrain", "labelspread"):
         run = _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_dir, progress)
     else:
         run = _fixmatch(cfg, splits, model, device, bf16, on_epoch, should_stop)
@@ -159,9 +196,17 @@ def _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_d
             on_epoch(row)
         if r == cfg.rounds:
             break
-        # Next round: the pool grows by per_class per class each round (curriculum), or by threshold alone.
+        if r == 0 and cfg.semi == "labelspread":
+            # Spread the labels over a kNN graph of labeled + unlabeled features, then accept the
+            # per_class most confident of each class at once.
+            if progress:
+                progress(0.0, "Building the kNN graph and spreading labels")
+            graph = knn_graph(torch.cat([lab_f[: len(splits.labeled_y)], unl_f]), cfg.knn)
+            probs, cap = label_spread(graph, splits.labeled_y, n), cfg.per_class
+        else:
+            # Self-training: the pool grows by per_class per class each round (a curriculum).
+            cap = cfg.per_class * (r + 1) if cfg.per_class else 0
         pseudo = probs.argmax(1)
-        cap = cfg.per_class * (r + 1) if cfg.per_class else 0
         accepted = select_pseudo_labels(probs, cfg.threshold, cap)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -175,7 +220,7 @@ def _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_d
     result["timings"]["features_s"] = features_s
     last = rounds[-1] if rounds else {}
     result["semi"] = {
-        "algorithm": "selftrain",
+        "algorithm": cfg.semi,
         "rounds": rounds,
         "final_count": last.get("accepted", 0),
         "final_acc": last.get("pseudo_acc"),
@@ -241,7 +286,7 @@ def _fixmatch(cfg: TrainConfig, splits: Splits, model, device, bf16, on_epoch, s
                             pe.lerp_(pm, 1 - cfg.ema)
                         else:
                             pe.copy_(pm)
-            sums["loss"] += float(loss) * len(li)
+            sums["loss"] += float(loss.detach()) * len(li)
             sums["correct"] += int((ll.argmax(1) == yl).sum())
             sums["seen"] += len(li)
             sums["masked"] += int(mask.sum())

@@ -302,10 +302,11 @@ def _fit_head(cfg, splits, model, device, bf16, subset, on_epoch, should_stop, c
     n = len(splits.classes)
     t0 = time.perf_counter()
     views = labeled_views(cfg, splits)
-    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, splits.fingerprint)
+    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, splits.fingerprint, cfg.flip_features)
 
     def extract(images: torch.Tensor, what: str) -> torch.Tensor:
-        return feat.extract(model, images, device=device, bf16=bf16, progress=progress, what=what)
+        flip = cfg.flip_features
+        return feat.extract(model, images, device=device, bf16=bf16, progress=progress, what=what, flip=flip)
 
     train_f, _ = feat.cached_features(
         cache_dir, feat.cache_key(*base, "labeled", cfg.augment, cfg.seed, AUGMENTED_VIEWS),

@@ -52,3 +52,34 @@ def test_errors_are_one_line_without_traceback(dataset_dir, tmp_path):
         assert "Traceback" not in out.stderr
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert lines[-1].startswith("error: ") and len(lines) == 1, out.stderr
+
+
+def test_sigkill_mid_training_keeps_every_earlier_run(dataset_dir, tmp_path):
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    common = [
+        "--dataset",
+        str(dataset_dir),
+        "--runs-dir",
+        str(runs),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--n-labeled",
+        "30",
+    ]
+    first = run_cli("train", "--epochs", "1", "--lr", "0.001", "--json", *common)
+    assert first.returncode == 0, first.stderr
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--epochs", "500", "--lr", "0.001", *common],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stderr:  # wait until it is really training
+        if line.startswith("epoch"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    listed = run_cli("runs", "--json", "--runs-dir", str(runs))
+    assert listed.returncode == 0 and "warning" not in listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [json.loads(first.stdout)["run_id"]]

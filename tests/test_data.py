@@ -146,3 +146,24 @@ def test_cifar10_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="Without network"):
         load_splits("cifar10", data_dir=tmp_path, download=True)
     assert not list(Path(tmp_path).glob("*.part"))
+
+
+def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
+    root = build_dataset(tmp_path / "my data ñ 数据", labeled=2, test=2, unlabeled=2)
+    (root / "labeled" / "c0_red" / "img_00000.png").rename(root / "labeled" / "c0_red" / "café au lait.png")
+    s = load_splits(root, cache_dir=tmp_path / "cache dir é")
+    assert len(s.labeled_y) == 6 and len(s.unlabeled_x) == 6
+
+
+def test_truncated_and_huge_images_are_named(tmp_path):
+    from PIL import Image
+
+    root = build_dataset(tmp_path / "ds", labeled=2, test=2, unlabeled=0)
+    good = next((root / "test" / "c1_green").glob("*.png"))
+    (root / "test" / "c1_green" / "cut.png").write_bytes(good.read_bytes()[:60])
+    with pytest.raises(DataError, match="cut.png"):
+        load_splits(root, cache_dir=tmp_path / "c")
+    (root / "test" / "c1_green" / "cut.png").unlink()
+    Image.new("L", (5000, 5000)).save(root / "test" / "c1_green" / "bomb.png")  # 25 Mpx of zeros: a small file
+    with pytest.raises(DataError, match="bomb.png.*too large"):
+        load_splits(root, cache_dir=tmp_path / "c")

@@ -1,0 +1,208 @@
+"""The benchmark: `python -m core bench --dataset DIR --weights FILE --out DIR [--quick]`.
+
+Writes `report.md` and `results.csv` into --out:
+1. engine speed on the notebook's own recipe: its loop (core.notebook_loop) against our engine,
+   side by side in one process on one device;
+2. throughput: evaluation images/s per model and resolution, feature extraction images/s;
+3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time.
+--quick shrinks every part to a smoke check of about a minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core import features as feat
+from core.config import preset
+from core.data import default_cache_dir, load_splits
+from core.models import create_model
+from core.notebook_loop import run_notebook_loop
+from core.train import device_name, fit, resolve_device, use_bf16
+
+RESOLUTIONS = (32, 64, 96, 128, 160, 224)
+TRANSFER_ARCHS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def engine_vs_notebook(splits, epochs: int, test_limit: int | None, device: str) -> list[dict[str, Any]]:
+    log(f"[1/3] notebook loop vs engine, {epochs} epochs")
+    nb = run_notebook_loop(splits, epochs=epochs, device=device, test_limit=test_limit)
+    small = splits if test_limit is None else _limit_test(splits, test_limit)
+    cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0, device=device)
+    t = time.perf_counter()
+    ours = fit(cfg, small)
+    wall = time.perf_counter() - t
+    rows = [
+        {
+            "part": "engine",
+            "name": "notebook loop",
+            "train_s": nb["train_s"],
+            "test_s": nb["test_s"],
+            "total_s": nb["train_s"] + nb["test_s"],
+            "train_acc": nb["train_acc"],
+            "test_acc": nb["test_acc"],
+        },
+        {
+            "part": "engine",
+            "name": "our engine",
+            "train_s": ours["timings"]["train_s"],
+            "test_s": ours["timings"]["eval_s"],
+            "total_s": wall,
+            "train_acc": ours["history"][-1]["train_acc"],
+            "test_acc": ours["metrics"]["test_acc"],
+        },
+    ]
+    rows.append(
+        {
+            "part": "engine",
+            "name": "speed-up",
+            "total_s": rows[0]["total_s"] / rows[1]["total_s"],
+            "train_s": rows[0]["train_s"] / rows[1]["train_s"],
+            "test_s": rows[0]["test_s"] / rows[1]["test_s"],
+        }
+    )
+    return rows
+
+
+def _limit_test(splits, n):
+    from dataclasses import replace
+
+    return replace(splits, test_x=splits.test_x[:n], test_y=splits.test_y[:n])
+
+
+def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[str, Any]]:
+    log("[2/3] throughput")
+    dev = resolve_device(device)
+    bf16 = use_bf16(dev, "auto")
+    images = splits.test_x[:n_images]
+    rows = []
+    plan = [("resnet18_cifar", 32)] + [(a, r) for a in TRANSFER_ARCHS for r in RESOLUTIONS]
+    for arch, res in plan:
+        w = weights if arch == "mobilenet_v2" else ""
+        model = create_model(arch, len(splits.classes), w, res, arch != "resnet18_cifar").to(dev).eval()
+        feat.extract(model, images[:64], device=dev, bf16=bf16)  # warm-up
+        t = time.perf_counter()
+        feat.extract(model, images, device=dev, bf16=bf16, batch_size=64 if dev.type == "cpu" else 512)
+        rate = len(images) / (time.perf_counter() - t)
+        rows.append({"part": "throughput", "name": f"{arch} @ {res}px", "images_per_s": rate})
+        log(f"  {arch} @ {res}px: {rate:.0f} images/s")
+    return rows
+
+
+def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: str, cache_dir) -> list[dict]:
+    log(f"[3/3] recommended presets, {seeds} seed(s)")
+    rows = []
+    for method in ("scratch", "transfer", "semi"):
+        overrides: dict[str, Any] = {"device": device}
+        if method != "scratch":
+            overrides["weights"] = weights
+        if quick:
+            overrides |= {"epochs": 2, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
+        results = []
+        for seed in range(seeds):
+            cfg = preset(method, "recommended", seed=seed, **overrides)
+            t = time.perf_counter()
+            record = fit(cfg, splits, cache_dir=cache_dir)
+            wall = time.perf_counter() - t
+            results.append((record["metrics"]["test_acc"], wall, record))
+            log(f"  {method} seed {seed}: {record['metrics']['test_acc']:.1%} in {wall:.0f}s ({record['status']})")
+        accs = [a for a, _, _ in results]
+        row = {
+            "part": "accuracy",
+            "name": f"{method} recommended",
+            "test_acc": statistics.mean(accs),
+            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "seeds": len(accs),
+            "total_s": statistics.mean(w for _, w, _ in results),
+            "max_s": max(w for _, w, _ in results),
+        }
+        semi = [r["semi"] for _, _, r in results if "semi" in r]
+        if semi and semi[0].get("supervised_test_acc") is not None:
+            row["supervised_probe_acc"] = statistics.mean(s["supervised_test_acc"] for s in semi)
+            row["pseudo_label_acc"] = statistics.mean(s["final_acc"] or 0 for s in semi)
+        rows.append(row)
+    return rows
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("part", "name"), k))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(v: Any, key: str) -> str:
+        if v is None or v == "":
+            return ""
+        if "acc" in key:
+            return f"{v:.1%}"
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = [
+        "# Small Data Lab benchmark",
+        "",
+        f"- device: {device}",
+        f"- torch {torch.__version__}, dataset `{args.dataset}`, weights `{args.weights}`",
+        f"- mode: {'quick (smoke check)' if args.quick else 'full'}; command: `python -m core bench "
+        f"--dataset {args.dataset} --weights {args.weights} --out {args.out}{' --quick' if args.quick else ''}`",
+        "",
+    ]
+    sections = {
+        "engine": (
+            "Engine speed on the notebook's recipe",
+            ["name", "train_s", "test_s", "total_s", "train_acc", "test_acc"],
+        ),
+        "throughput": ("Evaluation throughput (images/s)", ["name", "images_per_s"]),
+        "accuracy": (
+            "Recommended presets: test accuracy (mean ± std over seeds) and wall time per run",
+            [
+                "name",
+                "test_acc",
+                "test_acc_std",
+                "seeds",
+                "total_s",
+                "max_s",
+                "supervised_probe_acc",
+                "pseudo_label_acc",
+            ],
+        ),
+    }
+    for part, (title, cols) in sections.items():
+        part_rows = [r for r in rows if r["part"] == part]
+        if not part_rows:
+            continue
+        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in part_rows:
+            lines.append(
+                "| "
+                + " | ".join(fmt(r.get(c), c) if r["name"] != "speed-up" or "acc" not in c else "" for c in cols)
+                + " |"
+            )
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines))
+    log(f"wrote {out / 'report.md'} and {out / 'results.csv'}")
+
+
+def main(args) -> int:
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    splits = load_splits(args.dataset, cache_dir=cache, download=False)
+    device = "auto"
+    dev = resolve_device(device)
+    quick = args.quick
+    rows = engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
+    rows += throughput(splits, args.weights, 128 if quick else 1024, device)
+    rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
+    write_report(Path(args.out), rows, device_name(dev), args)
+    print(Path(args.out, "report.md").read_text())
+    return 0

@@ -1,0 +1,122 @@
+from dataclasses import replace
+
+import pytest
+import torch
+import torchvision
+
+from core.config import ConfigError, TrainConfig, preset, validate
+from core.semi import select_pseudo_labels
+from core.train import fit
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    return str(path)
+
+
+def selftrain_cfg(checkpoint, **kw):
+    base = dict(weights=checkpoint, resolution=32, epochs=20, rounds=2, per_class=5, threshold=0.0, device="cpu")
+    return preset("semi", "recommended", **base | kw)
+
+
+def test_select_pseudo_labels_is_confident_and_balanced():
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    assert select_pseudo_labels(probs, 0.0, 0).tolist() == [0, 1, 2, 3, 4]
+    assert select_pseudo_labels(probs, 0.65, 0).tolist() == [0, 1, 3]
+    assert select_pseudo_labels(probs, 0.0, 1).tolist() == [0, 3]  # the most confident of each class
+
+
+def test_self_training_runs_and_saves_diagnostics(splits, checkpoint, tmp_path):
+    rows = []
+    record = fit(selftrain_cfg(checkpoint), splits, on_epoch=rows.append, cache_dir=tmp_path)
+    assert record["status"] == "finished"
+    rounds = record["semi"]["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2] and len(rows) == 3
+    assert [r["accepted"] for r in rounds] == [0, 15, 30]  # 5 per class, then 10 per class
+    assert all(0 <= r["pseudo_acc"] <= 1 for r in rounds[1:])
+    assert rounds[1]["per_class"] == [5, 5, 5]
+    assert record["semi"]["final_count"] == 30 and rows[-1]["progress"] == 1.0
+
+
+def test_hidden_labels_do_not_change_training(splits, checkpoint, tmp_path):
+    cfg = selftrain_cfg(checkpoint)
+    scrambled = replace(splits, unlabeled_hidden_y=splits.unlabeled_hidden_y.flip(0).roll(7))
+    a = fit(cfg, splits, cache_dir=tmp_path)
+    b = fit(cfg, scrambled, cache_dir=tmp_path)
+    assert a["metrics"]["test_acc"] == b["metrics"]["test_acc"]
+    assert a["metrics"]["confusion"] == b["metrics"]["confusion"]
+    assert [r["accepted"] for r in a["semi"]["rounds"]] == [r["accepted"] for r in b["semi"]["rounds"]]
+    assert a["semi"]["rounds"][2]["per_class"] == b["semi"]["rounds"][2]["per_class"]
+    assert a["semi"]["rounds"][2]["pseudo_acc"] != b["semi"]["rounds"][2]["pseudo_acc"]  # only diagnostics move
+
+    fm = TrainConfig(method="semi", semi="fixmatch", epochs=2, batch_size=6, mu=2, lr=0.01, optimizer="sgd",
+                     eval_every=1, eval_subset=30, device="cpu", precision="fp32")  # fmt: skip
+    c, d = fit(fm, splits), fit(fm, scrambled)
+    assert c["metrics"]["test_acc"] == d["metrics"]["test_acc"]
+    assert [r["train_loss"] for r in c["history"]] == [r["train_loss"] for r in d["history"]]
+
+
+def test_fixmatch_runs_with_diagnostics_and_honours_stop(splits):
+    cfg = TrainConfig(method="semi", semi="fixmatch", epochs=3, batch_size=6, mu=2, threshold=0.5, lr=0.03,
+                      optimizer="sgd", eval_every=1, eval_subset=30, device="cpu")  # fmt: skip
+    record = fit(cfg, splits)
+    assert record["status"] == "finished" and len(record["history"]) == 3
+    assert all("mask_rate" in row for row in record["history"])
+    assert record["history"][-1]["test_acc"] is not None
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    stopped = fit(cfg.with_(epochs=50), splits, should_stop=stop)
+    assert stopped["status"] == "stopped" and len(stopped["history"]) < 50
+
+
+def test_divergence_is_detected_in_both_families(splits, checkpoint, tmp_path, monkeypatch):
+    import core.semi
+
+    real = core.semi.create_model
+
+    def poisoned(*args, **kwargs):
+        model = real(*args, **kwargs)
+        torch.nn.init.constant_(model.head.weight, float("inf"))
+        for p in model.backbone.parameters():
+            if p.dim() > 1:
+                torch.nn.init.constant_(p, float("inf"))
+                break
+        return model
+
+    monkeypatch.setattr(core.semi, "create_model", poisoned)
+    fm = TrainConfig(method="semi", semi="fixmatch", epochs=2, batch_size=6, mu=2, device="cpu")
+    assert fit(fm, splits)["status"] == "diverged"
+
+
+def test_semi_needs_unlabeled_images_and_sensible_settings(splits, checkpoint):
+    empty = replace(splits, unlabeled_x=splits.unlabeled_x[:0], unlabeled_hidden_y=None)
+    with pytest.raises(ValueError, match="unlabeled"):
+        fit(selftrain_cfg(checkpoint), empty)
+    with pytest.raises(ConfigError, match="finetune"):
+        validate(TrainConfig(method="semi", weights=checkpoint, finetune="all"))
+
+
+def test_label_spreading_on_a_knn_graph(splits, checkpoint, tmp_path):
+    from core.semi import knn_graph, label_spread
+
+    # two tight clusters: spreading from one seed each labels every point of its cluster
+    torch.manual_seed(0)
+    pts = torch.cat([torch.randn(20, 8) * 0.1 + 3, torch.randn(20, 8) * 0.1 - 3])
+    order = torch.tensor([0, 20] + [i for i in range(40) if i not in (0, 20)])
+    graph = knn_graph(pts[order], k=5, dims=4)
+    probs = label_spread(graph, torch.tensor([0, 1]), 2)
+    truth = (order[2:] >= 20).long()
+    assert torch.equal(probs.argmax(1), truth) and torch.allclose(probs.sum(1), torch.ones(38))
+
+    record = fit(selftrain_cfg(checkpoint, semi="labelspread", rounds=1, knn=5, flip_features=True), splits,
+                 cache_dir=tmp_path)  # fmt: skip
+    assert record["status"] == "finished" and record["semi"]["algorithm"] == "labelspread"
+    assert record["semi"]["rounds"][1]["accepted"] == 15  # per_class=5, 3 classes
+    assert record["semi"]["final_acc"] > 0.9  # the synthetic classes are colour clusters
