@@ -107,7 +107,7 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
         if method != "scratch":
             overrides["weights"] = weights
         if quick:
-            overrides |= {"epochs": 2, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
+            overrides |= {"epochs": 2, "warmup_epochs": 0, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
         results = []
         for seed in range(seeds):
             cfg = preset(method, "recommended", seed=seed, **overrides)
@@ -197,8 +197,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
 def main(args) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     splits = load_splits(args.dataset, cache_dir=cache, download=False)
-    device = "auto"
-    dev = resolve_device(device)
+    dev = resolve_device("auto")
+    device = str(dev)
     quick = args.quick
     rows = engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
     rows += throughput(splits, args.weights, 128 if quick else 1024, device)

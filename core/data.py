@@ -313,7 +313,7 @@ def _load_folder(root: Path, n_labeled: int, size: int, cache_dir: Path, progres
             "test_x": _decode_all(test_files, size, progress, "test images"),
             "unlabeled_x": _decode_all(unlabeled_files, size, progress, "unlabeled images"),
         }
-        _write_cache(cache_file, tensors)
+        save_cache(cache_file, tensors)
     hidden = _hidden_labels(unlabeled_dir, unlabeled_files, classes)
     n = n_labeled
     return Splits(
@@ -352,14 +352,16 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_cache(path: Path, obj: object) -> None:
+    """torch.save through a temporary file and an atomic rename: readers never see half a file.
+    Caches are optional: a read-only or full disk only costs speed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(tensors, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except OSError:
-        pass  # a read-only cache folder only costs speed
+        pass
 
 
 def validation_splits(splits: Splits, n_val: int = 2000) -> Splits:

@@ -7,12 +7,12 @@ an ImageNet backbone at 128 px happen once per (backbone, weights, resolution, i
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from core.data import save_cache
 from core.models import SmallDataNet
 
 ProgressFn = Callable[[float, str], None]
@@ -78,11 +78,5 @@ def cached_features(
             pass
     feats = compute()
     if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(feats, tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache only costs time
+        save_cache(path, feats)
     return feats, False

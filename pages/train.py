@@ -204,6 +204,7 @@ try:
 except ConfigError as err:
     cfg, problem = None, str(err)
 
+saved = None
 if problem:
     st.error(f"**Cannot start:** {problem}")
 else:
@@ -217,7 +218,7 @@ else:
         )
     except Exception as err:  # an estimate must never block a run
         c[3].caption(f"No estimate ({type(err).__name__})")
-    saved = store().find(cfg, splits.fingerprint)
+    saved = store().find(cfg, splits.fingerprint)  # the cached result: shown, not recomputed
     if saved:
         m = saved["metrics"]
         st.success(
@@ -225,11 +226,11 @@ else:
             f"train {m['train_acc']:.1%}, {saved['timings'].get('total_s', 0):.0f} s (run `{saved['run_id']}`). "
             "See it on the Compare page, or run it again with another seed."
         )
-if st.button("Start", type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):
+label = "Run again with another seed" if saved else "Start"
+if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):
     seed = cfg.seed
-    if store().find(cfg, splits.fingerprint):  # "run again with another seed": the next unused one
-        while store().find(cfg.with_(seed=seed), splits.fingerprint):
-            seed += 1
+    while saved and store().find(cfg.with_(seed=seed), splits.fingerprint):  # the next unused seed
+        seed += 1
     for i in range(int(repeats)):
         registry().submit(cfg.with_(seed=seed + i))
     st.toast(f"Queued {int(repeats)} run(s)")
