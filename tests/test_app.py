@@ -89,3 +89,26 @@ def test_train_page_transfer_and_semi_forms_render(app_env):
     at.radio(key="method").set_value("semi").run()
     assert not at.exception
     assert at.selectbox(key="semi_semi_notebook").value == "selftrain"
+
+
+def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
+    """Eight app sessions (AppTest instances) share the process-wide job registry: one trains at a
+    time, the others wait in the queue with their positions, and all eight runs are saved."""
+    from pages.common import registry, store
+
+    sessions = []
+    for seed in range(8):
+        at = open_page("pages/train.py")
+        at.number_input(key="ep_scratch_notebook").set_value(1)
+        at.number_input(key="lr_scratch_notebook").set_value(0.001)
+        at.number_input(key="seed_scratch_notebook").set_value(seed).run()
+        at.button(key="start").click().run()
+        assert not at.exception, at.exception
+        sessions.append(at)
+    jobs = registry().jobs()
+    assert len(jobs) == 8 and sum(j.state == "running" for j in jobs) <= 1
+    assert registry().wait(timeout=240)
+    assert sorted(j.state for j in jobs) == ["finished"] * 8
+    assert len(store().runs()) == 8
+    sessions[0].run()  # a session re-renders with the finished jobs listed
+    assert not sessions[0].exception

@@ -113,3 +113,18 @@ def test_tables(tmp_path):
     md = to_markdown(table)
     assert md.splitlines()[0] == "| Model | Number of epochs | Train accuracy | Test accuracy |"
     assert "| 50.0 |" in md
+
+
+def test_two_processes_saving_at_once_lose_nothing(tmp_path):
+    code = (
+        "import sys; sys.path.insert(0, '.');"
+        "from tests.test_store import record; from core.store import RunStore;"
+        f"s = RunStore({str(tmp_path)!r})\n"
+        "for i in range(25):\n"
+        "    s.save(record(f'{sys.argv[1]}{i}'))\n"
+    )
+    root = os.path.dirname(os.path.dirname(__file__))
+    procs = [subprocess.Popen([sys.executable, "-c", code, name], cwd=root) for name in ("left", "right")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = RunStore(tmp_path)
+    assert len(store.runs()) == 50 and store.warnings == []
