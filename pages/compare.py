@@ -74,19 +74,19 @@ curves = history_frame(selected)
 if curves.empty:
     st.caption("The selected runs have no per-epoch history.")
 else:
-    st.altair_chart(learning_curves(curves), use_container_width=False)
+    st.altair_chart(learning_curves(curves), width="content")
 
 semi_rows = semi_frame(selected)
 if not semi_rows.empty:
     st.subheader("Pseudo-labels per round")
-    st.altair_chart(semi_diagnostics(semi_rows), use_container_width=False)
+    st.altair_chart(semi_diagnostics(semi_rows), width="content")
 
 st.subheader("Test accuracy per configuration (mean ± std over seeds)")
 acc = accuracy_frame(selected)
 if acc.empty:
     st.caption("No test accuracy among the selected runs.")
 else:
-    st.altair_chart(accuracy_bars(acc), use_container_width=True)
+    st.altair_chart(accuracy_bars(acc), width="stretch")
     summary = accuracy_summary(acc)
     st.dataframe(
         summary,
@@ -121,10 +121,10 @@ if m.get("confusion"):
     d1, d2 = st.columns(2)
     with d1:
         st.markdown("**Confusion matrix** (rows: true class)")
-        st.altair_chart(confusion_heatmap(m["confusion"], classes), use_container_width=False)
+        st.altair_chart(confusion_heatmap(m["confusion"], classes), width="content")
     with d2:
         st.markdown("**Per-class test accuracy**")
-        st.altair_chart(per_class_bars(m["per_class_acc"], classes), use_container_width=False)
+        st.altair_chart(per_class_bars(m["per_class_acc"], classes), width="content")
     wrong = m.get("wrong_indices", [])[:24]
     try:
         splits = get_splits(settings()["dataset"])

@@ -52,7 +52,7 @@ if splits is not None:
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Class balance of the labeled images")
-        st.altair_chart(class_balance(info["labeled_per_class"]), use_container_width=True)
+        st.altair_chart(class_balance(info["labeled_per_class"]), width="stretch")
     with right:
         st.subheader("Device")
         st.write(device_label())

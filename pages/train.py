@@ -252,7 +252,7 @@ def show_job(job) -> None:
         frame = history_frame(
             [{"config": job.cfg.to_dict(), "run_id": f"job-{job.job_id}", "history": list(job.history)}]
         )
-        st.altair_chart(learning_curves(frame, height=160), use_container_width=False)
+        st.altair_chart(learning_curves(frame, height=160), width="content")
     if job.done and job.record:
         m = job.record["metrics"]
         if m.get("test_acc") is not None:
