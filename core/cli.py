@@ -124,6 +124,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([_summary(r) for r in runs]))
     elif runs:
         frame = runs_frame(runs).drop(columns=["config_hash"])
+        for col in ("train_acc", "test_acc"):
+            frame[col] = frame[col].map(lambda v: "" if v is None or v != v else f"{v:.1%}")
         print(to_markdown(frame))
     else:
         print(f"no runs in {store.root}")
