@@ -24,20 +24,17 @@ from core import features as feat
 from core.augment import BatchAugment
 from core.config import TrainConfig
 from core.data import Splits
-from core.models import create_model, weights_id
 from core.train import (
     Diverged,
-    _base_record,
     _result,
     _Standardized,
-    labeled_views,
+    feature_cache,
+    labeled_and_test_features,
     lr_factor,
     make_optimizer,
     metrics,
     predict,
-    resolve_device,
     train_loop,
-    use_bf16,
 )
 
 WEAK = "hflip|crop(padding=4)"
@@ -102,22 +99,13 @@ def label_spread(graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alph
     return scores / scores.sum(1, keepdim=True)
 
 
-def fit_semi(cfg, splits, on_epoch, should_stop, cache_dir, progress) -> dict[str, Any]:
+def fit_semi(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_dir, progress) -> dict[str, Any]:
+    """The semi-supervised part of core.train.fit: its run result (status, history, metrics, diagnostics)."""
     if len(splits.unlabeled_x) == 0:
         raise ValueError("semi-supervised learning needs unlabeled images, and this dataset has none")
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(device, cfg.precision)
-    record = _base_record(cfg, splits, device, bf16)
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize).to(device)
     if cfg.semi in ("selftrain", "labelspread"):
-        run = _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_dir, progress)
-    else:
-        run = _fixmatch(cfg, splits, model, device, bf16, on_epoch, should_stop)
-    record.update(run)
-    record["timings"]["total_s"] = time.perf_counter() - t0
-    return record
+        return _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_dir, progress)
+    return _fixmatch(cfg, splits, model, device, bf16, on_epoch, should_stop)
 
 
 def _pseudo_accuracy(
@@ -134,25 +122,10 @@ def _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_d
     n = len(splits.classes)
     t0 = time.perf_counter()
     subset = unlabeled_subset(splits, cfg.n_unlabeled)
-    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, splits.fingerprint)
-    views = labeled_views(cfg, splits)
-
-    def extract(images, what):
-        return feat.extract(model, images, device=device, bf16=bf16, progress=progress, what=what)
-
-    lab_f, _ = feat.cached_features(
-        cache_dir,
-        feat.cache_key(*base, "labeled", cfg.augment, cfg.seed, len(views)),
-        lambda: extract(views, "labeled"),
-    )
-    test_f, _ = feat.cached_features(cache_dir, feat.cache_key(*base, "test"), lambda: extract(splits.test_x, "test"))
-    unl_f, _ = feat.cached_features(
-        cache_dir,
-        feat.cache_key(*base, "unlabeled", len(subset), int(subset.sum())),
-        lambda: extract(splits.unlabeled_x[subset], "unlabeled images"),
-    )
+    features = feature_cache(cfg, splits, model, device, bf16, cache_dir, progress)
+    lab_f, lab_y, test_f = labeled_and_test_features(cfg, splits, features)
+    unl_f = features(splits.unlabeled_x[subset], "unlabeled images", "unlabeled", len(subset), int(subset.sum()))
     features_s = time.perf_counter() - t0
-    lab_y = splits.labeled_y.repeat(len(views) // len(splits.labeled_y))
     # Standardise with the statistics of all images the method may see (labeled and unlabeled).
     pool = torch.cat([lab_f, unl_f])
     mean, std = pool.mean(0), pool.std(0) + 1e-6
@@ -167,7 +140,7 @@ def _self_train(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_d
         head = _Standardized(model.head, mean, std).to(device)
         x = torch.cat([lab_f, unl_f[accepted]])
         y = torch.cat([lab_y, pseudo[accepted]]) if len(accepted) else lab_y
-        round_cfg = cfg.with_(epochs=cfg.epochs, eval_every=0)
+        round_cfg = cfg.with_(eval_every=0)
         try:
             status, rows, message = train_loop(
                 head, x, y, round_cfg, device=device, bf16=False, augment=lambda a, b: (a.float(), b),

@@ -24,7 +24,7 @@ from core import features as feat
 from core.augment import BatchAugment, format_pipeline, parse_pipeline
 from core.config import TrainConfig, validate
 from core.data import Splits
-from core.models import create_model, weights_id
+from core.models import SmallDataNet, create_model, weights_id
 
 EpochFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -245,10 +245,6 @@ def fit(
 ) -> dict[str, Any]:
     """Runs one config to the end (or stop, or divergence) and returns its run record."""
     cfg = validate(cfg)
-    if cfg.method == "semi":
-        from core.semi import fit_semi  # semi builds on this module
-
-        return fit_semi(cfg, splits, on_epoch, should_stop, cache_dir, progress)
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
     record = _base_record(cfg, splits, device, bf16)
@@ -260,7 +256,11 @@ def fit(
     if device.type == "cuda" or bf16:
         model.to(memory_format=torch.channels_last)
     subset = eval_subset(len(splits.test_y), cfg.eval_subset)
-    if cfg.finetune == "head":
+    if cfg.method == "semi":
+        from core.semi import fit_semi  # semi builds on this module
+
+        run = fit_semi(cfg, splits, model, device, bf16, on_epoch, should_stop, cache_dir, progress)
+    elif cfg.finetune == "head":
         run = _fit_head(cfg, splits, model, device, bf16, subset, on_epoch, should_stop, cache_dir, progress)
     else:
         run = _fit_end_to_end(cfg, splits, model, device, bf16, subset, on_epoch, should_stop)
@@ -301,22 +301,10 @@ def _fit_end_to_end(cfg, splits, model, device, bf16, subset, on_epoch, should_s
 def _fit_head(cfg, splits, model, device, bf16, subset, on_epoch, should_stop, cache_dir, progress):
     n = len(splits.classes)
     t0 = time.perf_counter()
-    views = labeled_views(cfg, splits)
-    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, splits.fingerprint, cfg.flip_features)
-
-    def extract(images: torch.Tensor, what: str) -> torch.Tensor:
-        flip = cfg.flip_features
-        return feat.extract(model, images, device=device, bf16=bf16, progress=progress, what=what, flip=flip)
-
-    train_f, _ = feat.cached_features(
-        cache_dir, feat.cache_key(*base, "labeled", cfg.augment, cfg.seed, AUGMENTED_VIEWS),
-        lambda: extract(views, "labeled images"),
-    )  # fmt: skip
-    test_f, _ = feat.cached_features(
-        cache_dir, feat.cache_key(*base, "test"), lambda: extract(splits.test_x, "test images")
+    train_f, train_y, test_f = labeled_and_test_features(
+        cfg, splits, feature_cache(cfg, splits, model, device, bf16, cache_dir, progress)
     )
     features_s = time.perf_counter() - t0
-    train_y = splits.labeled_y.repeat(len(views) // len(splits.labeled_y))
     mean, std = train_f.mean(0), train_f.std(0) + 1e-6  # standardised features train a linear head fast
     head_module = _Standardized(model.head, mean, std).to(device)
 
@@ -353,6 +341,37 @@ class _Standardized(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.head((f - self.mean) / self.std)
+
+
+FeatureFn = Callable[..., torch.Tensor]
+
+
+def feature_cache(
+    cfg: TrainConfig, splits: Splits, model: SmallDataNet, device, bf16, cache_dir, progress
+) -> FeatureFn:
+    """features(images, what, *key): the frozen backbone's features of images, cached on disk under
+    the backbone, weights, resolution, normalisation, flip averaging, dataset and `key`."""
+    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, splits.fingerprint, cfg.flip_features)
+
+    def features(images: torch.Tensor, what: str, *key: object) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            return feat.extract(
+                model, images, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features
+            )
+
+        return feat.cached_features(cache_dir, feat.cache_key(*base, *key), compute)[0]
+
+    return features
+
+
+def labeled_and_test_features(
+    cfg: TrainConfig, splits: Splits, features: FeatureFn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of the labeled views (view-major), their labels, and the test set's features."""
+    views = labeled_views(cfg, splits)
+    lab_f = features(views, "labeled images", "labeled", cfg.augment, cfg.seed, len(views))
+    test_f = features(splits.test_x, "test images", "test")
+    return lab_f, splits.labeled_y.repeat(len(views) // len(splits.labeled_y)), test_f
 
 
 def labeled_views(cfg: TrainConfig, splits: Splits) -> torch.Tensor:

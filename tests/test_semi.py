@@ -77,9 +77,9 @@ def test_fixmatch_runs_with_diagnostics_and_honours_stop(splits):
 
 
 def test_divergence_is_detected_in_both_families(splits, checkpoint, tmp_path, monkeypatch):
-    import core.semi
+    import core.train
 
-    real = core.semi.create_model
+    real = core.train.create_model
 
     def poisoned(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -90,7 +90,7 @@ def test_divergence_is_detected_in_both_families(splits, checkpoint, tmp_path, m
                 break
         return model
 
-    monkeypatch.setattr(core.semi, "create_model", poisoned)
+    monkeypatch.setattr(core.train, "create_model", poisoned)
     fm = TrainConfig(method="semi", semi="fixmatch", epochs=2, batch_size=6, mu=2, device="cpu")
     assert fit(fm, splits)["status"] == "diverged"
 
@@ -120,3 +120,13 @@ def test_label_spreading_on_a_knn_graph(splits, checkpoint, tmp_path):
     assert record["status"] == "finished" and record["semi"]["algorithm"] == "labelspread"
     assert record["semi"]["rounds"][1]["accepted"] == 15  # per_class=5, 3 classes
     assert record["semi"]["final_acc"] > 0.9  # the synthetic classes are colour clusters
+
+
+def test_flip_averaged_features_reach_self_training(splits, checkpoint, tmp_path):
+    for flip in (False, True):
+        fit(selftrain_cfg(checkpoint, rounds=1, flip_features=flip), splits, cache_dir=tmp_path / str(flip))
+    plain, flipped = ([torch.load(p) for p in sorted((tmp_path / str(f) / "features").glob("*.pt"), key=str)]
+                      for f in (False, True))  # fmt: skip
+    assert len(plain) == len(flipped) == 3  # labeled, test, unlabeled
+    unlabeled = [[t for t in group if len(t) == len(splits.unlabeled_x)][0] for group in (plain, flipped)]
+    assert not torch.equal(*unlabeled)
