@@ -3,7 +3,7 @@ each page in pages/ holds only its own content."""
 
 import streamlit as st
 
-from pages.common import show_sidebar
+from ui.common import show_sidebar
 
 st.set_page_config(page_title="Small Data Lab", page_icon=":material/science:", layout="wide")
 
@@ -16,7 +16,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 st.session_state["_framed"] = True
-if goto := st.session_state.pop("_goto", None):  # a deep link that arrived before the frame (pages.common.framed)
+if goto := st.session_state.pop("_goto", None):  # a deep link that arrived before the frame (ui.common.framed)
     st.switch_page(goto)
 show_sidebar()
 page.run()

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from core import features as feat
-from core.config import preset
 from core.data import default_cache_dir, load_splits
+from core.device import device_name, resolve_device, use_bf16
 from core.models import create_model
 from core.notebook_loop import run_notebook_loop
-from core.train import device_name, fit, resolve_device, use_bf16
+from core.registry import preset
+from core.train import fit
 
 RESOLUTIONS = (32, 64, 96, 128, 160, 224)
 TRANSFER_ARCHS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
@@ -55,11 +56,11 @@ def engine_vs_notebook(splits, epochs: int, test_limit: int | None, device: str)
         {
             "part": "engine",
             "name": "our engine",
-            "train_s": ours["timings"]["train_s"],
-            "test_s": ours["timings"]["eval_s"],
+            "train_s": ours.timings["train_s"],
+            "test_s": ours.timings["eval_s"],
             "total_s": wall,
-            "train_acc": ours["history"][-1]["train_acc"],
-            "test_acc": ours["metrics"]["test_acc"],
+            "train_acc": ours.history[-1]["train_acc"],
+            "test_acc": ours.metrics.test_acc,
         },
     ]
     rows.append(
@@ -102,7 +103,7 @@ def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[st
 def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: str, cache_dir) -> list[dict]:
     log(f"[3/3] recommended presets, {seeds} seed(s)")
     rows = []
-    for method in ("scratch", "transfer", "semi"):
+    for method in ("scratch", "transfer", "labelspread"):
         overrides: dict[str, Any] = {"device": device}
         if method != "scratch":
             overrides["weights"] = weights
@@ -114,8 +115,8 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
             t = time.perf_counter()
             record = fit(cfg, splits, cache_dir=cache_dir)
             wall = time.perf_counter() - t
-            results.append((record["metrics"]["test_acc"], wall, record))
-            log(f"  {method} seed {seed}: {record['metrics']['test_acc']:.1%} in {wall:.0f}s ({record['status']})")
+            results.append((record.metrics.test_acc, wall, record))
+            log(f"  {method} seed {seed}: {record.metrics.test_acc:.1%} in {wall:.0f}s ({record.status})")
         accs = [a for a, _, _ in results]
         row = {
             "part": "accuracy",
@@ -126,7 +127,7 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
             "total_s": statistics.mean(w for _, w, _ in results),
             "max_s": max(w for _, w, _ in results),
         }
-        semi = [r["semi"] for _, _, r in results if "semi" in r]
+        semi = [r.diagnostics for _, _, r in results if r.diagnostics]
         if semi and semi[0].get("supervised_test_acc") is not None:
             row["supervised_probe_acc"] = statistics.mean(s["supervised_test_acc"] for s in semi)
             row["pseudo_label_acc"] = statistics.mean(s["final_acc"] or 0 for s in semi)

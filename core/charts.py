@@ -5,36 +5,33 @@ They hold no Streamlit: the pages render them, the tests inspect their `to_dict(
 
 from __future__ import annotations
 
-from typing import Any
-
 import altair as alt
 import pandas as pd
 
-
-def run_label(record: dict[str, Any]) -> str:
-    c = record["config"]
-    return f"{c['method']} {c['arch']} {c.get('preset') or ''} s{c['seed']} · {record['run_id'][-6:]}".replace(
-        "  ", " "
-    )
+from core.record import RunRecord
 
 
-def config_label(record: dict[str, Any]) -> str:
+def run_label(record: RunRecord) -> str:
+    c = record.config
+    return f"{c.method} {c.arch} {c.preset} s{c.seed} · {record.run_id[-6:]}".replace("  ", " ")
+
+
+def config_label(record: RunRecord) -> str:
     """Runs that differ only by seed share this label (mean and spread are taken over it)."""
-    c = record["config"]
-    res = f" {c['resolution']}px" if c["method"] != "scratch" else ""
-    extra = f" {c['semi']}" if c["method"] == "semi" else ""
-    return f"{c['method']}{extra} {c['arch']}{res} {c.get('preset') or 'custom'} · {c['augment'] or 'none'}"
+    c = record.config
+    res = f" {c.resolution}px" if c.weights else ""
+    return f"{c.method} {c.arch}{res} {c.preset or 'custom'} · {c.augment or 'none'}"
 
 
-def history_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """Long format: one row per (run, epoch, metric)."""
+def history_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """Long format: one row per (run, epoch or round, metric)."""
     rows = []
     for r in runs:
         label = run_label(r)
-        for h in r["history"]:
+        for h in r.history:
             for metric in ("train_loss", "train_acc", "test_acc"):
                 if h.get(metric) is not None:
-                    rows.append({"run": label, "epoch": h["epoch"], "metric": metric, "value": h[metric]})
+                    rows.append({"run": label, "epoch": h["index"], "metric": metric, "value": h[metric]})
     return pd.DataFrame(rows, columns=["run", "epoch", "metric", "value"])
 
 
@@ -56,11 +53,11 @@ def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
     )
 
 
-def accuracy_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+def accuracy_frame(runs: list[RunRecord]) -> pd.DataFrame:
     rows = [
-        {"configuration": config_label(r), "seed": r["config"]["seed"], "test_acc": r["metrics"]["test_acc"]}
+        {"configuration": config_label(r), "seed": r.config.seed, "test_acc": r.metrics.test_acc}
         for r in runs
-        if r["metrics"].get("test_acc") is not None
+        if r.metrics.test_acc is not None
     ]
     return pd.DataFrame(rows, columns=["configuration", "seed", "test_acc"])
 
@@ -146,11 +143,11 @@ def class_balance(counts: dict[str, int]) -> alt.Chart:
     )
 
 
-def semi_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+def semi_frame(runs: list[RunRecord]) -> pd.DataFrame:
     """Long format of the semi-supervised diagnostics: one row per (run, round, metric)."""
     rows = []
     for r in runs:
-        for d in r.get("semi", {}).get("rounds", []):
+        for d in r.diagnostics.get("rounds", []):
             for metric in ("accepted", "pseudo_acc", "test_acc"):
                 if d.get(metric) is not None:
                     rows.append({"run": run_label(r), "round": d["round"], "metric": metric, "value": d[metric]})

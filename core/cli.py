@@ -5,34 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from core.config import METHODS, ConfigError, TrainConfig, list_presets, preset
+from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data import DataError, dataset_from_env, default_cache_dir, load_splits
 from core.models import ModelError
+from core.record import RunRecord
+from core.registry import default_preset, get_method, list_methods, list_presets, preset
 from core.store import RunStore, StoreError, default_runs_dir, runs_frame, to_markdown
 
 # CLI spellings that differ from the config's field names.
 ALIASES = {"n_unlabeled": "unlabeled"}
-HIDDEN = {"method", "preset"}
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=METHODS, default="scratch")
-    p.add_argument("--preset", default="notebook", help=f"one of {', '.join(list_presets())}")
+    p.add_argument("--method", choices=[*list_methods(), "semi"], default="scratch",
+                   help="the method (core.registry); 'semi' with --semi ALGO is the older spelling")  # fmt: skip
+    p.add_argument("--semi", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(list_presets())} (default: the method's own)")
     defaults = TrainConfig()
-    for f in fields(TrainConfig):
-        if f.name in HIDDEN:
+    for name, spec in FIELD_SPECS.items():
+        if name == "method":
             continue
-        flag = "--" + ALIASES.get(f.name, f.name).replace("_", "-")
-        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+        flag = "--" + ALIASES.get(name, name).replace("_", "-")
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[FIELD_TYPES[name]]
+        accepted = f" [{spec.low:g}, {spec.high:g}]" if spec.low is not None else ""
+        accepted += f" {{{', '.join(spec.choices)}}}" if spec.choices else ""
+        text = f"{spec.label}{accepted}. {spec.help} (default: the preset's; base {getattr(defaults, name)!r})"
         if kind is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument(flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
-                           help=f"(preset's value; default preset value {getattr(defaults, f.name)!r})")  # fmt: skip
+            p.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(), help=text)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -60,32 +64,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
-    m = record["metrics"]
+def summary(record: RunRecord) -> dict[str, Any]:
+    """What `train --json` and `runs --json` print for one run."""
+    m = record.metrics
     out = {
-        "run_id": record["run_id"],
-        "method": record["config"]["method"],
-        "config": record["config"],
-        "train_acc": m.get("train_acc"),
-        "test_acc": m.get("test_acc"),
-        "test_images": record.get("dataset", {}).get("test"),
-        "epochs": len(record["history"]),
-        "seconds": round(record["timings"].get("total_s", 0.0), 2),
-        "status": record["status"],
-        "message": record.get("message", ""),
-        "device": record.get("env", {}).get("device_name"),
+        "run_id": record.run_id,
+        "method": record.method,
+        "config": record.config.to_dict(),
+        "train_acc": m.train_acc,
+        "test_acc": m.test_acc,
+        "test_images": m.test_images or record.dataset.get("test"),
+        "unit": record.unit,
+        record.unit + "s": len(record.history),
+        "seconds": round(record.timings.get("total_s", 0.0), 2),
+        "status": record.status,
+        "message": record.message,
+        "device": record.env.get("device_name"),
     }
-    if "semi" in record:
-        out["pseudo_labels"] = record["semi"].get("final_count")
-        out["pseudo_label_acc"] = record["semi"].get("final_acc")
+    if record.diagnostics:
+        out["pseudo_labels"] = record.diagnostics.get("final_count")
+        out["pseudo_label_acc"] = record.diagnostics.get("final_acc")
     return out
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    method = args.method
+    if method == "semi":  # the spelling before the method registry
+        method = args.semi or "selftrain"
+    overrides = {name: getattr(args, name) for name in FIELD_SPECS if name != "method"}
+    return preset(method, args.preset or default_preset(method), **overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core.jobs import execute
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in HIDDEN}
-    cfg = preset(args.method, args.preset, **overrides)
+    cfg = config_from_args(args)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
     def progress(fraction: float, message: str) -> None:
@@ -95,22 +108,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\rdata: {splits.summary()['labeled']} labeled, {len(splits.unlabeled_x)} unlabeled, "
           f"{len(splits.test_y)} test from {splits.source}", file=sys.stderr)  # fmt: skip
 
-    def on_epoch(row: dict[str, Any]) -> None:
+    total = get_method(cfg.method).total_units(cfg)
+
+    def on_row(row: dict[str, Any]) -> None:
         test = f" test {row['test_acc']:.1%}" if row.get("test_acc") is not None else ""
-        print(f"epoch {row['epoch']:4d}/{cfg.epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.1%}"
+        print(f"{row['unit']} {row['index']:4d}/{total}  loss {row['train_loss']:.4f}  train {row['train_acc']:.1%}"
               f"{test}  lr {row['lr']:.2e}  {row['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
 
     store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
-    record = execute(cfg, splits, store, on_epoch=on_epoch, cache_dir=cache, progress=progress)
-    summary = _summary(record)
+    record = execute(cfg, splits, store, on_row=on_row, cache_dir=cache, progress=progress)
+    out = summary(record)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(out))
     else:
-        train, test = summary["train_acc"] or 0, summary["test_acc"] or 0
-        print(f"\n{record['status']}: {record['run_id']}  train {train:.1%}  test {test:.1%} "
-              f"({summary['test_images']} images)  {summary['seconds']}s")  # fmt: skip
-    if record["status"] in ("diverged", "failed"):
-        print(f"error: {record['message']}", file=sys.stderr)
+        train, test = out["train_acc"] or 0, out["test_acc"] or 0
+        print(f"\n{record.status}: {record.run_id}  train {train:.1%}  test {test:.1%} "
+              f"({out['test_images']} images)  {out['seconds']}s")  # fmt: skip
+    if record.status in ("diverged", "failed"):
+        print(f"error: {record.message}", file=sys.stderr)
         return 1
     return 0
 
@@ -121,7 +136,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for w in store.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        print(json.dumps([_summary(r) for r in runs]))
+        print(json.dumps([summary(r) for r in runs]))
     elif runs:
         frame = runs_frame(runs).drop(columns=["config_hash"])
         for col in ("train_acc", "test_acc"):

@@ -13,14 +13,10 @@ from pathlib import Path
 import torch
 
 from core.data import save_cache
+from core.device import autocast
 from core.models import SmallDataNet
 
 ProgressFn = Callable[[float, str], None]
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast where asked (CPUs with AMX run it over twice as fast), else a no-op context."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.no_grad()
@@ -64,13 +60,17 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
+def feature_path(cache_dir: Path | None, key: str) -> Path | None:
+    return Path(cache_dir) / "features" / f"{key}.pt" if cache_dir else None
+
+
 def cached_features(
     cache_dir: Path | None,
     key: str,
     compute: Callable[[], torch.Tensor],
 ) -> tuple[torch.Tensor, bool]:
     """Features from `cache_dir/features/<key>.pt`, or computed and saved there; (features, was_cached)."""
-    path = Path(cache_dir) / "features" / f"{key}.pt" if cache_dir else None
+    path = feature_path(cache_dir, key)
     if path is not None and path.exists():
         try:
             return torch.load(path, weights_only=True), True

@@ -11,26 +11,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from core.config import TrainConfig
 from core.data import Splits
-from core.store import RunStore, new_run_id
-from core.train import fit
-
-
-def failure_advice(err: BaseException) -> str:
-    text = str(err)
-    if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
-        return f"out of memory ({text.splitlines()[0][:200]}): lower the batch size or the resolution"
-    if isinstance(err, MemoryError):
-        return "out of memory: lower the batch size, the resolution or the number of unlabeled images"
-    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
+from core.record import RunRecord, new_run_id
+from core.registry import get_method
+from core.store import RunStore
+from core.train import failed_record, failure_advice, fit
 
 
 def execute(
@@ -38,31 +28,26 @@ def execute(
     splits: Splits,
     store: RunStore,
     *,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     cache_dir=None,
     progress=None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Runs cfg and saves the run, also when it stops, diverges or fails; returns the saved record."""
     run_id = run_id or new_run_id(cfg)
-    created = time.time()
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+
+    def keep_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
     try:
-        record = fit(cfg, splits, on_epoch, should_stop, cache_dir=cache_dir, progress=progress)
+        record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id)
     except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
-        record = {
-            "config": cfg.to_dict(),
-            "config_hash": cfg.config_hash(),
-            "dataset": {"source": splits.source, "fingerprint": splits.fingerprint},
-            "status": "failed",
-            "message": failure_advice(err),
-            "history": [],
-            "metrics": {"train_acc": None, "test_acc": None},
-            "timings": {"total_s": time.time() - created},
-            "traceback": traceback.format_exc(limit=5),
-        }
-    record["run_id"] = run_id
-    record["created"] = created
+        record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
     store.save(record)
     return record
 
@@ -75,7 +60,7 @@ class Job:
     history: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
     run_id: str | None = None
-    record: dict[str, Any] | None = None
+    record: RunRecord | None = None
     started: float | None = None
     ended: float | None = None
     progress_note: str = ""
@@ -86,11 +71,17 @@ class Job:
         return self.state not in ("queued", "running")
 
     @property
+    def total_units(self) -> int:
+        return get_method(self.cfg.method).total_units(self.cfg)
+
+    @property
+    def unit(self) -> str:
+        return get_method(self.cfg.method).unit
+
+    @property
     def fraction(self) -> float:
-        """Done so far: epochs of epochs, or the `progress` a method reports (self-training rounds)."""
-        if not self.history:
-            return 0.0
-        return min(1.0, self.history[-1].get("progress", len(self.history) / self.cfg.epochs))
+        """Done so far: rows (epochs or rounds) of the rows a finished run has."""
+        return min(1.0, len(self.history) / max(1, self.total_units))
 
     def eta_seconds(self) -> float | None:
         if not self.history or self.state != "running" or self.fraction <= 0:
@@ -175,11 +166,11 @@ class JobRegistry:
                 job.progress_note = message
 
             record = execute(
-                job.cfg, splits, self.store, on_epoch=job.history.append,
+                job.cfg, splits, self.store, on_row=job.history.append,
                 should_stop=job.stop_event.is_set, cache_dir=self.cache_dir, progress=note,
             )  # fmt: skip
-            job.record, job.run_id = record, record["run_id"]
-            job.state, job.message = record["status"], record.get("message", "")
+            job.record, job.run_id = record, record.run_id
+            job.state, job.message = record.status, record.message
         except Exception as err:  # data errors before the run: the job fails, the registry goes on
             job.state, job.message = "failed", failure_advice(err)
         finally:

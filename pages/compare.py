@@ -15,7 +15,7 @@ from core.charts import (
 )
 from core.data import DataError
 from core.store import StoreError, results_table, runs_frame, same_test_set, to_markdown
-from pages.common import framed, get_splits, pixelated_images, settings, store
+from ui.common import framed, get_splits, pixelated_images, settings, store
 
 framed("pages/compare.py")
 
@@ -61,8 +61,8 @@ st.dataframe(
     },
 )
 
-by_id = {r["run_id"]: r for r in runs}
-default = [i for i in view["run_id"] if by_id[i]["status"] == "finished"][:8]
+by_id = {r.run_id: r for r in runs}
+default = [i for i in view["run_id"] if by_id[i].status == "finished"][:8]
 chosen = st.multiselect("Runs to compare", list(view["run_id"]), default=default, key="chosen")
 selected = [by_id[i] for i in chosen]
 if not selected:
@@ -115,17 +115,17 @@ with st.expander("Markdown (copy with the button at the top right)"):
 st.subheader("One run in detail")
 detail_id = st.selectbox("Run", chosen, key="detail")
 run = by_id[detail_id]
-m = run["metrics"]
-classes = run.get("dataset", {}).get("classes") or [str(i) for i in range(len(m.get("per_class_acc", [])))]
-if m.get("confusion"):
+m = run.metrics
+classes = run.dataset.get("classes") or [str(i) for i in range(len(m.per_class_acc))]
+if m.confusion:
     d1, d2 = st.columns(2)
     with d1:
         st.markdown("**Confusion matrix** (rows: true class)")
-        st.altair_chart(confusion_heatmap(m["confusion"], classes), width="content")
+        st.altair_chart(confusion_heatmap(m.confusion, classes), width="content")
     with d2:
         st.markdown("**Per-class test accuracy**")
-        st.altair_chart(per_class_bars(m["per_class_acc"], classes), width="content")
-    wrong = m.get("wrong_indices", [])[:24]
+        st.altair_chart(per_class_bars(m.per_class_acc, classes), width="content")
+    wrong = m.wrong_indices[:24]
     try:
         splits = get_splits(settings()["dataset"])
     except DataError:
@@ -134,7 +134,7 @@ if m.get("confusion"):
         st.markdown("**Test images it got wrong** (true → predicted)")
         pixelated_images()
         cols = st.columns(12)
-        for n, (i, p) in enumerate(zip(wrong, m.get("wrong_pred", []), strict=False)):
+        for n, (i, p) in enumerate(zip(wrong, m.wrong_pred, strict=False)):
             cols[n % 12].image(
                 splits.test_x[i].permute(1, 2, 0).numpy(),
                 width=64,
@@ -143,8 +143,8 @@ if m.get("confusion"):
     elif wrong:
         st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
 else:
-    st.caption(f"This run has no evaluation ({run['status']}: {run.get('message', '')}).")
-st.json({"config": run["config"], "timings": run.get("timings", {}), "env": run.get("env", {})}, expanded=False)
+    st.caption(f"This run has no evaluation ({run.status}: {run.message}).")
+st.json({"config": run.config.to_dict(), "timings": run.timings, "env": run.env}, expanded=False)
 
 st.subheader("Delete runs")
 doomed = st.multiselect("Runs to delete", list(frame["run_id"]), key="doomed")

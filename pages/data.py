@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.augment import CATALOG, PRESETS, parse_pipeline, preview_grid, to_code
-from pages.common import framed, pixelated_images, try_splits
+from ui.common import framed, pixelated_images, try_splits
 
 framed("pages/data.py")
 
@@ -51,9 +51,11 @@ with controls:
     if "seed" not in st.session_state:
         st.session_state.seed = 0
     st.number_input("Seed", 0, 10**6, key="seed")
-    if st.button("Resample", icon=":material/refresh:"):
-        st.session_state.seed += 1
-        st.rerun()
+
+    def next_seed() -> None:  # a callback runs before the widgets: it may change the Seed widget's value
+        st.session_state.seed = (st.session_state.seed + 1) % (10**6 + 1)
+
+    st.button("Resample", icon=":material/refresh:", on_click=next_seed, key="resample")
 
 default_pick = indices[:6]
 picked = st.multiselect(

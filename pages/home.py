@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.charts import class_balance
 from core.data import DataError, dataset_from_env, default_data_dir, download_cifar10
-from pages.common import device_label, framed, get_splits, store
+from ui.common import device_label, framed, get_splits, store
 
 framed("pages/home.py")
 

@@ -1,4 +1,5 @@
-"""A tiny synthetic folder dataset, built by the tests: 3 classes told apart by colour, 32x32 PNGs."""
+"""Test fixtures: a tiny synthetic folder dataset (3 classes told apart by colour, 32x32 PNGs) and a
+tiny registered model, so that a training test takes a fraction of a second."""
 
 from __future__ import annotations
 
@@ -7,8 +8,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torch import nn
+
+from core.models import ModelEntry, register_model
 
 CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
+TINY = "tiny_cnn"
+
+
+def tiny_cnn() -> nn.Module:
+    """Two convolutions and a linear layer: enough for colour classes, ~1k parameters."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, 10),
+    )  # fmt: skip
+    return net
+
+
+def _split_tiny(m: nn.Module):
+    dim = m[-1].in_features
+    return nn.Sequential(*list(m)[:-1]), dim, m[3]
+
+
+register_model(TINY, ModelEntry(tiny_cnn, None, _split_tiny, "a tiny CNN for tests"))
 
 
 def make_image(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -41,6 +64,17 @@ def splits(dataset_dir, tmp_path_factory):
     from core.data import load_splits
 
     return load_splits(dataset_dir, n_labeled=30, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> str:
+    """A randomly initialised tiny_cnn saved as a .pth state_dict: a "pretrained" backbone offline."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.pth"
+    torch.save(tiny_cnn().state_dict(), path)
+    return str(path)
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,8 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import TINY
+
 APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py")
 
 
@@ -49,6 +51,9 @@ def test_data_page_previews_two_pipelines(app_env):
     assert at.selectbox(key="pipe_A").value == "flip_crop"
     assert len(at.multiselect(key="picked").value) == 6
     assert any("v2.RandomCrop" in c.value for c in at.code)
+    at.button(key="resample").click().run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="seed").value == 1
     at.selectbox(key="pipe_B").select("custom").run()
     at.text_input(key="custom_B").input("hflip|warp").run()
     assert any("warp" in e.value for e in at.error)
@@ -57,16 +62,20 @@ def test_data_page_previews_two_pipelines(app_env):
 def test_train_page_validates_and_starts_a_run_that_compare_lists(app_env):
     at = open_page("pages/train.py")
     assert at.radio(key="method").value == "scratch"
-    at.number_input(key="lr_scratch_notebook").set_value(0.0).run()
-    assert any("lr" in e.value for e in at.error)
+    at.selectbox(key="preset_scratch").select("notebook").run()
+    at.selectbox(key="arch_scratch_notebook").select(TINY).run()
+    at.selectbox(key="aug_scratch_notebook").select("custom").run()
+    at.text_input(key="augc_scratch_notebook").input("hflip|warp").run()
+    assert any("warp" in e.value for e in at.error)
     assert at.button(key="start").disabled
+    at.selectbox(key="aug_scratch_notebook").select("none")
     at.number_input(key="lr_scratch_notebook").set_value(0.001)
-    at.number_input(key="ep_scratch_notebook").set_value(1)
-    at.number_input(key="nl_scratch_notebook").set_value(30).run()
+    at.number_input(key="epochs_scratch_notebook").set_value(1)
+    at.number_input(key="n_labeled_scratch_notebook").set_value(30).run()
     assert not at.button(key="start").disabled
     at.button(key="start").click().run()
     assert not at.exception, at.exception
-    from pages.common import registry
+    from ui.common import registry
 
     assert registry().wait(timeout=120)
     job = registry().jobs()[-1]
@@ -81,25 +90,72 @@ def test_compare_page_without_runs(app_env):
     assert any("No saved runs" in i.value for i in at.info)
 
 
-def test_train_page_transfer_and_semi_forms_render(app_env):
+def labels(at: AppTest) -> set[str]:
+    return {w.label for kind in ("number_input", "checkbox", "selectbox") for w in getattr(at, kind)}
+
+
+def test_train_page_shows_only_the_fields_that_matter(app_env):
     at = open_page("pages/train.py")
-    at.radio(key="method").set_value("transfer").run()
-    assert not at.exception
-    assert at.selectbox(key="ft_transfer_notebook").value == "all"
-    at.radio(key="method").set_value("semi").run()
-    assert not at.exception
-    assert at.selectbox(key="semi_semi_notebook").value == "selftrain"
+    at.selectbox(key="preset_scratch").select("notebook").run()
+    shown = labels(at)
+    assert "Momentum (SGD)" not in shown and "Nesterov" not in shown  # Adam
+    assert "Step schedule: factor" in shown  # the notebook's step schedule
+    assert "Resolution (px)" not in shown and "Confidence threshold" not in shown
+    at.selectbox(key="optimizer_scratch_notebook").select("sgd").run()
+    at.selectbox(key="schedule_scratch_notebook").select("cosine").run()
+    shown = labels(at)
+    assert "Momentum (SGD)" in shown and "Step schedule: factor" not in shown
+    for method, present, absent in (
+        ("transfer", {"What trains", "Resolution (px)"}, {"Rounds"}),
+        ("selftrain", {"Rounds", "Pseudo-labels per class"}, {"Neighbours (k)", "What trains"}),
+        ("labelspread", {"Neighbours (k)"}, {"EMA decay"}),
+        ("fixmatch", {"EMA decay", "Unlabeled per labeled (mu)"}, {"Neighbours (k)"}),
+    ):
+        at.radio(key="method").set_value(method).run()
+        assert not at.exception, (method, at.exception)
+        shown = labels(at)
+        assert present <= shown and not (absent & shown), (method, shown)
 
 
+def test_widget_bounds_equal_the_validated_bounds(app_env):
+    """Every number widget of every method's form has exactly its field's validated [low, high]
+    (or less, where the dataset holds fewer images)."""
+    from core.config import FIELD_SPECS
+    from core.registry import METHODS
+
+    at = open_page("pages/train.py")
+    checked = set()
+    for method in METHODS:
+        at.radio(key="method").set_value(method).run()
+        for preset_name in at.selectbox(key=f"preset_{method}").options:
+            at.selectbox(key=f"preset_{method}").select(preset_name).run()
+            for w in at.number_input:
+                name = w.key.rsplit(f"_{method}_", 1)[0]
+                if name not in FIELD_SPECS:
+                    continue
+                s = FIELD_SPECS[name]
+                assert w.min == s.low, (name, w.min, s.low)
+                if name in ("n_labeled", "n_unlabeled"):
+                    assert w.max <= s.high
+                else:
+                    assert w.max == s.high, (name, w.max, s.high)
+                checked.add(name)
+    numeric = {n for n, s in FIELD_SPECS.items() if s.low is not None}
+    assert numeric - checked <= {"eval_subset"}, numeric - checked  # eval_subset has no widget
+
+
+@pytest.mark.slow
 def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
     """Eight app sessions (AppTest instances) share the process-wide job registry: one trains at a
     time, the others wait in the queue with their positions, and all eight runs are saved."""
-    from pages.common import registry, store
+    from ui.common import registry, store
 
     sessions = []
     for seed in range(8):
         at = open_page("pages/train.py")
-        at.number_input(key="ep_scratch_notebook").set_value(1)
+        at.selectbox(key="preset_scratch").select("notebook").run()
+        at.selectbox(key="arch_scratch_notebook").select(TINY)
+        at.number_input(key="epochs_scratch_notebook").set_value(1)
         at.number_input(key="lr_scratch_notebook").set_value(0.001)
         at.number_input(key="seed_scratch_notebook").set_value(seed).run()
         at.button(key="start").click().run()

@@ -55,6 +55,7 @@ def server(dataset_dir, tmp_path):
     proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_every_page_and_a_run_in_a_real_browser(server):
     url, runs_dir = server
     shots = Path(os.environ.get("SMALLDATA_SCREENSHOTS", ROOT / "screenshots"))

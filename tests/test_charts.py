@@ -15,8 +15,8 @@ from tests.test_store import record
 
 def runs():
     a, b, c = record("a", 0.2, seed=0), record("b", 0.4, seed=1), record("c", 0.9, seed=0)
-    c["config"] = c["config"] | {"method": "transfer", "arch": "mobilenet_v2", "weights": "imagenet"}
-    c["semi"] = {"rounds": [{"round": 0, "accepted": 0, "pseudo_acc": None, "test_acc": 0.5},
+    c.config = c.config.with_(method="transfer", arch="mobilenet_v2", weights="imagenet")
+    c.diagnostics = {"rounds": [{"round": 0, "accepted": 0, "pseudo_acc": None, "test_acc": 0.5},
                             {"round": 1, "accepted": 40, "pseudo_acc": 0.8, "test_acc": 0.6}]}  # fmt: skip
     return [a, b, c]
 

@@ -4,6 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from core.cli import main
+from tests.conftest import TINY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -14,23 +19,57 @@ def run_cli(*args, env_extra=None):
     )
 
 
-def test_train_json_then_runs_lists_it(dataset_dir, tmp_path):
+def test_train_json_then_runs_lists_it(dataset_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     common = ["--dataset", str(dataset_dir), "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "c")]
-    out = run_cli("train", "--method", "scratch", "--preset", "notebook", "--epochs", "2", "--lr", "0.001",
-                  "--n-labeled", "30", "--json", *common)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    summary = json.loads(out.stdout)
-    for key in ("run_id", "method", "config", "train_acc", "test_acc", "epochs", "seconds", "status"):
+    code = main(["train", "--method", "scratch", "--preset", "notebook", "--arch", TINY, "--epochs", "2",
+                 "--lr", "0.001", "--n-labeled", "30", "--json", *common])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    for key in ("run_id", "method", "config", "train_acc", "test_acc", "epochs", "seconds", "status", "unit"):
         assert key in summary
     assert summary["status"] == "finished" and summary["epochs"] == 2 and summary["test_images"] == 30
-    assert "epoch    2/2" in out.stderr
-    listed = run_cli("runs", "--json", "--runs-dir", str(runs))
-    assert [r["run_id"] for r in json.loads(listed.stdout)] == [summary["run_id"]]
-    table = run_cli("runs", "--runs-dir", str(runs))
-    assert summary["run_id"] in table.stdout and "| method |" in table.stdout
+    assert "epoch    2/2" in out.err
+    assert main(["runs", "--json", "--runs-dir", str(runs)]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [summary["run_id"]]
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    table = capsys.readouterr().out
+    assert summary["run_id"] in table and "| method |" in table
 
 
+def test_the_older_semi_spelling_still_works(dataset_dir, checkpoint, tmp_path, capsys):
+    code = main(["train", "--method", "semi", "--semi", "labelspread", "--arch", TINY, "--weights", checkpoint,
+                 "--resolution", "32", "--per-class", "3", "--knn", "3", "--epochs", "3", "--n-labeled", "30",
+                 "--dataset", str(dataset_dir), "--runs-dir", str(tmp_path / "r"), "--json"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["method"] == "labelspread" and summary["unit"] == "round" and summary["rounds"] == 2
+    assert "round    2/2" in out.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--lr", "0"),
+        ("--arch", "vit"),
+        ("--epochs", "1", "--missing-dataset"),
+        ("--method", "transfer", "--weights", "nope.pth"),
+        ("--warmup-epochs", "500", "--epochs", "10"),
+    ],
+)
+def test_errors_are_one_line_in_process(dataset_dir, tmp_path, capsys, args):
+    dataset = str(tmp_path / "missing") if "--missing-dataset" in args else str(dataset_dir)
+    args = [a for a in args if a != "--missing-dataset"]
+    assert main(["train", *args, "--dataset", dataset, "--runs-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and len(lines) == 1, err
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("*.json"))
+
+
+@pytest.mark.slow
 def test_env_vars_choose_dataset_and_runs_dir(dataset_dir, tmp_path):
     env = {"SMALLDATA_DATASET": str(dataset_dir), "SMALLDATA_RUNS_DIR": str(tmp_path / "envruns"),
            "SMALLDATA_CACHE_DIR": str(tmp_path / "c")}  # fmt: skip
@@ -39,6 +78,7 @@ def test_env_vars_choose_dataset_and_runs_dir(dataset_dir, tmp_path):
     assert len(list((tmp_path / "envruns").glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_without_traceback(dataset_dir, tmp_path):
     cases = [
         ("train", "--lr", "0", "--dataset", str(dataset_dir)),
@@ -54,6 +94,7 @@ def test_errors_are_one_line_without_traceback(dataset_dir, tmp_path):
         assert lines[-1].startswith("error: ") and len(lines) == 1, out.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_keeps_every_earlier_run(dataset_dir, tmp_path):
     import signal
     import time

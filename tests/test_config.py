@@ -1,26 +1,45 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from core.config import PRESETS, ConfigError, TrainConfig, list_presets, preset, validate
+from core.config import FIELD_SPECS, ConfigError, TrainConfig
+from core.registry import METHODS, list_presets, preset, validate
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_json_round_trip_and_stable_hash():
     cfg = preset("scratch", "recommended", seed=3)
     back = TrainConfig.from_json(cfg.to_json())
-    assert back == cfg
-    assert back.config_hash() == cfg.config_hash()
-    # the hash is of the content: a fixed value for a fixed config, whatever the process
-    assert TrainConfig().config_hash() == TrainConfig.from_dict(json.loads(TrainConfig().to_json())).config_hash()
+    assert back == cfg and back.config_hash() == cfg.config_hash()
     assert cfg.with_(seed=4).config_hash() != cfg.config_hash()
+    assert cfg.with_(preset="other").config_hash() == cfg.config_hash()  # the label is not content
 
 
-def test_every_preset_is_valid():
+def test_hash_is_the_same_in_another_process():
+    """Another interpreter, with another string-hash seed, computes the same hash for the same config."""
+    cfg = preset("transfer", "recommended", seed=7)
+    code = "import sys; from core.config import TrainConfig; print(TrainConfig.from_json(sys.argv[1]).config_hash())"
+    env = os.environ | {"PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, cfg.to_json()], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == cfg.config_hash()
+
+
+def test_every_preset_of_every_method_is_valid():
     assert {"notebook", "recommended"} <= set(list_presets())
-    for (method, name), cfg in PRESETS.items():
-        if cfg.weights == "imagenet":
-            cfg = cfg.with_(weights="imagenet")
-        assert validate(cfg).method == method, name
+    for name, method in METHODS.items():
+        assert method.presets, f"{name} has no preset"
+        for p in method.presets:
+            cfg = preset(name, p)  # validated inside
+            assert cfg.method == name and cfg.preset == p
+            for field, value in method.presets[p].items():
+                assert getattr(cfg, field) == value, (name, p, field)
 
 
 def test_notebook_preset_is_the_original_recipe():
@@ -28,6 +47,12 @@ def test_notebook_preset_is_the_original_recipe():
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("adam", 0.1, 10, 100)
     assert (cfg.schedule, cfg.step_every, cfg.step_gamma, cfg.augment) == ("step", 30, 0.1, "none")
     assert preset("transfer", "notebook").lr == 1e-3
+
+
+def test_configs_of_schema_one_are_migrated():
+    old = TrainConfig().to_dict() | {"method": "semi", "semi": "labelspread"}
+    assert TrainConfig.from_dict(old).method == "labelspread"
+    assert TrainConfig.from_dict(TrainConfig().to_dict() | {"semi": "fixmatch"}).method == "scratch"
 
 
 @pytest.mark.parametrize(
@@ -39,12 +64,15 @@ def test_notebook_preset_is_the_original_recipe():
         ({"batch_size": -5}, ["batch_size"]),
         ({"arch": "resnet9000"}, ["arch", "resnet9000"]),
         ({"optimizer": "lion"}, ["optimizer", "lion"]),
+        ({"method": "magic"}, ["method", "magic", "scratch"]),
         ({"augment": "hflip|warp"}, ["augment", "warp"]),
         ({"augment": "crop(padding=99)"}, ["padding", "99"]),
         ({"finetune": "head"}, ["finetune", "weights"]),
         ({"weights": "imagenet"}, ["scratch"]),
         ({"method": "transfer"}, ["weights"]),
         ({"weights": "/no/such/file.pth", "method": "transfer"}, ["no such file"]),
+        ({"warmup_epochs": 100}, ["warmup_epochs", "epochs"]),
+        ({"device": "tpu"}, ["device", "tpu"]),
     ],
 )
 def test_validation_names_field_and_value(changes, words):
@@ -54,12 +82,26 @@ def test_validation_names_field_and_value(changes, words):
         assert word in str(err.value)
 
 
+@pytest.mark.parametrize("name", [n for n, s in FIELD_SPECS.items() if s.low is not None])
+def test_bounds_are_inclusive_and_enforced(name):
+    """Each numeric field accepts exactly its spec's [low, high]: what the widgets and flags offer."""
+    s = FIELD_SPECS[name]
+    base = TrainConfig(arch=TINY, epochs=10_000 if name == "warmup_epochs" else 100)
+    for ok in (s.low, s.high):
+        validate(base.with_(**{name: type(getattr(base, name))(ok)}))
+    delta = 1 if isinstance(getattr(base, name), int) else max(1e-9, abs(s.low) * 1e-3)
+    for bad in (s.low - delta, s.high + delta):
+        with pytest.raises(ConfigError, match=name):
+            validate(base.with_(**{name: type(getattr(base, name))(bad)}))
+
+
 def test_unknown_fields_and_bad_types_are_rejected():
     with pytest.raises(ConfigError, match="colour"):
         TrainConfig.from_dict({"colour": "red"})
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig.from_dict({"epochs": "many"})
     assert TrainConfig.from_dict({"normalize": "true", "epochs": "3"}).epochs == 3
+    assert json.loads(TrainConfig().to_json())["method"] == "scratch"
 
 
 def test_unknown_preset_lists_the_choices():

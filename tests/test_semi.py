@@ -2,24 +2,25 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torchvision
 
-from core.config import ConfigError, TrainConfig, preset, validate
-from core.semi import select_pseudo_labels
+from core.config import ConfigError, TrainConfig
+from core.graph import knn_graph, label_spread, spread_steps
+from core.pseudo import select_pseudo_labels
+from core.registry import preset, validate
 from core.train import fit
+from tests.conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "mnv2.pth"
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
-    return str(path)
+def selftrain_cfg(checkpoint, method="selftrain", name="notebook", **kw):
+    base = dict(arch=TINY, weights=checkpoint, resolution=32, epochs=20, lr=0.05, rounds=2, per_class=5, threshold=0.0,
+                n_unlabeled=0, device="cpu")  # fmt: skip
+    return preset(method, name, **base | kw)
 
 
-def selftrain_cfg(checkpoint, **kw):
-    base = dict(weights=checkpoint, resolution=32, epochs=20, rounds=2, per_class=5, threshold=0.0, device="cpu")
-    return preset("semi", "recommended", **base | kw)
+def fixmatch_cfg(checkpoint=None, **kw):
+    base = dict(arch=TINY, weights=checkpoint or "", resolution=32, normalize=False, epochs=2, batch_size=6, mu=2,
+                lr=0.01, eval_every=1, eval_subset=30, device="cpu", precision="fp32")  # fmt: skip
+    return preset("fixmatch", "notebook", **base | kw)
 
 
 def test_select_pseudo_labels_is_confident_and_balanced():
@@ -31,14 +32,15 @@ def test_select_pseudo_labels_is_confident_and_balanced():
 
 def test_self_training_runs_and_saves_diagnostics(splits, checkpoint, tmp_path):
     rows = []
-    record = fit(selftrain_cfg(checkpoint), splits, on_epoch=rows.append, cache_dir=tmp_path)
-    assert record["status"] == "finished"
-    rounds = record["semi"]["rounds"]
+    record = fit(selftrain_cfg(checkpoint), splits, on_row=rows.append, cache_dir=tmp_path)
+    assert record.status == "finished" and record.unit == "round" and record.total_units == 3
+    rounds = record.diagnostics["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2] and len(rows) == 3
+    assert [r["unit"] for r in rows] == ["round"] * 3 and [r["index"] for r in rows] == [1, 2, 3]
     assert [r["accepted"] for r in rounds] == [0, 15, 30]  # 5 per class, then 10 per class
     assert all(0 <= r["pseudo_acc"] <= 1 for r in rounds[1:])
     assert rounds[1]["per_class"] == [5, 5, 5]
-    assert record["semi"]["final_count"] == 30 and rows[-1]["progress"] == 1.0
+    assert record.diagnostics["final_count"] == 30
 
 
 def test_hidden_labels_do_not_change_training(splits, checkpoint, tmp_path):
@@ -46,26 +48,25 @@ def test_hidden_labels_do_not_change_training(splits, checkpoint, tmp_path):
     scrambled = replace(splits, unlabeled_hidden_y=splits.unlabeled_hidden_y.flip(0).roll(7))
     a = fit(cfg, splits, cache_dir=tmp_path)
     b = fit(cfg, scrambled, cache_dir=tmp_path)
-    assert a["metrics"]["test_acc"] == b["metrics"]["test_acc"]
-    assert a["metrics"]["confusion"] == b["metrics"]["confusion"]
-    assert [r["accepted"] for r in a["semi"]["rounds"]] == [r["accepted"] for r in b["semi"]["rounds"]]
-    assert a["semi"]["rounds"][2]["per_class"] == b["semi"]["rounds"][2]["per_class"]
-    assert a["semi"]["rounds"][2]["pseudo_acc"] != b["semi"]["rounds"][2]["pseudo_acc"]  # only diagnostics move
+    assert a.metrics.test_acc == b.metrics.test_acc and a.metrics.confusion == b.metrics.confusion
+    ra, rb = a.diagnostics["rounds"], b.diagnostics["rounds"]
+    assert [r["accepted"] for r in ra] == [r["accepted"] for r in rb]
+    assert ra[2]["per_class"] == rb[2]["per_class"]
+    assert ra[2]["pseudo_acc"] != rb[2]["pseudo_acc"]  # only diagnostics move
 
-    fm = TrainConfig(method="semi", semi="fixmatch", epochs=2, batch_size=6, mu=2, lr=0.01, optimizer="sgd",
-                     eval_every=1, eval_subset=30, device="cpu", precision="fp32")  # fmt: skip
-    c, d = fit(fm, splits), fit(fm, scrambled)
-    assert c["metrics"]["test_acc"] == d["metrics"]["test_acc"]
-    assert [r["train_loss"] for r in c["history"]] == [r["train_loss"] for r in d["history"]]
+    c, d = fit(fixmatch_cfg(), splits), fit(fixmatch_cfg(), scrambled)
+    assert c.metrics.test_acc == d.metrics.test_acc
+    assert [r["train_loss"] for r in c.history] == [r["train_loss"] for r in d.history]
+    assert [r["pseudo_acc"] for r in c.history] != [r["pseudo_acc"] for r in d.history]
 
 
 def test_fixmatch_runs_with_diagnostics_and_honours_stop(splits):
-    cfg = TrainConfig(method="semi", semi="fixmatch", epochs=3, batch_size=6, mu=2, threshold=0.5, lr=0.03,
-                      optimizer="sgd", eval_every=1, eval_subset=30, device="cpu")  # fmt: skip
+    cfg = fixmatch_cfg(epochs=3, threshold=0.5, lr=0.03)
     record = fit(cfg, splits)
-    assert record["status"] == "finished" and len(record["history"]) == 3
-    assert all("mask_rate" in row for row in record["history"])
-    assert record["history"][-1]["test_acc"] is not None
+    assert record.status == "finished" and len(record.history) == 3
+    assert all("mask_rate" in row for row in record.history)
+    assert record.history[-1]["test_acc"] is not None
+    assert len(record.diagnostics["rounds"]) == 3
     calls = {"n": 0}
 
     def stop():
@@ -73,10 +74,11 @@ def test_fixmatch_runs_with_diagnostics_and_honours_stop(splits):
         return calls["n"] > 6
 
     stopped = fit(cfg.with_(epochs=50), splits, should_stop=stop)
-    assert stopped["status"] == "stopped" and len(stopped["history"]) < 50
+    assert stopped.status == "stopped" and len(stopped.history) < 50
 
 
-def test_divergence_is_detected_in_both_families(splits, checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["selftrain", "labelspread", "fixmatch"])
+def test_divergence_is_detected_in_every_semi_method(splits, checkpoint, tmp_path, monkeypatch, method):
     import core.train
 
     real = core.train.create_model
@@ -84,15 +86,16 @@ def test_divergence_is_detected_in_both_families(splits, checkpoint, tmp_path, m
     def poisoned(*args, **kwargs):
         model = real(*args, **kwargs)
         torch.nn.init.constant_(model.head.weight, float("inf"))
-        for p in model.backbone.parameters():
-            if p.dim() > 1:
-                torch.nn.init.constant_(p, float("inf"))
-                break
         return model
 
     monkeypatch.setattr(core.train, "create_model", poisoned)
-    fm = TrainConfig(method="semi", semi="fixmatch", epochs=2, batch_size=6, mu=2, device="cpu")
-    assert fit(fm, splits)["status"] == "diverged"
+    if method == "fixmatch":
+        cfg = fixmatch_cfg()
+    else:
+        cfg = selftrain_cfg(checkpoint, method, "notebook" if method == "selftrain" else "recommended")
+    record = fit(cfg, splits, cache_dir=tmp_path)
+    assert record.status == "diverged", (method, record.message)
+    assert "NaN" in record.message
 
 
 def test_semi_needs_unlabeled_images_and_sensible_settings(splits, checkpoint):
@@ -100,12 +103,10 @@ def test_semi_needs_unlabeled_images_and_sensible_settings(splits, checkpoint):
     with pytest.raises(ValueError, match="unlabeled"):
         fit(selftrain_cfg(checkpoint), empty)
     with pytest.raises(ConfigError, match="finetune"):
-        validate(TrainConfig(method="semi", weights=checkpoint, finetune="all"))
+        validate(TrainConfig(method="selftrain", arch=TINY, weights=checkpoint, finetune="all"))
 
 
 def test_label_spreading_on_a_knn_graph(splits, checkpoint, tmp_path):
-    from core.semi import knn_graph, label_spread
-
     # two tight clusters: spreading from one seed each labels every point of its cluster
     torch.manual_seed(0)
     pts = torch.cat([torch.randn(20, 8) * 0.1 + 3, torch.randn(20, 8) * 0.1 - 3])
@@ -114,12 +115,19 @@ def test_label_spreading_on_a_knn_graph(splits, checkpoint, tmp_path):
     probs = label_spread(graph, torch.tensor([0, 1]), 2)
     truth = (order[2:] >= 20).long()
     assert torch.equal(probs.argmax(1), truth) and torch.allclose(probs.sum(1), torch.ones(38))
+    steps = list(spread_steps(graph, torch.tensor([0, 1]), 2))
+    assert len(steps) == 21 and steps[0][2:].abs().sum() == 0  # step 0: only the seeds carry labels
 
-    record = fit(selftrain_cfg(checkpoint, semi="labelspread", rounds=1, knn=5, flip_features=True), splits,
-                 cache_dir=tmp_path)  # fmt: skip
-    assert record["status"] == "finished" and record["semi"]["algorithm"] == "labelspread"
-    assert record["semi"]["rounds"][1]["accepted"] == 15  # per_class=5, 3 classes
-    assert record["semi"]["final_acc"] > 0.9  # the synthetic classes are colour clusters
+    cfg = selftrain_cfg(checkpoint, "labelspread", "recommended", rounds=1, knn=5, flip_features=True)
+    record = fit(cfg, splits, cache_dir=tmp_path)
+    assert record.status == "finished" and record.diagnostics["algorithm"] == "labelspread"
+    assert record.diagnostics["rounds"][1]["accepted"] == 15  # per_class=5, 3 classes
+    assert record.diagnostics["final_acc"] > 0.9  # the synthetic classes are colour clusters
+
+
+def test_graph_building_can_be_stopped():
+    with pytest.raises(InterruptedError):
+        knn_graph(torch.randn(50, 8), k=3, dims=4, chunk=10, should_stop=lambda: True)
 
 
 def test_flip_averaged_features_reach_self_training(splits, checkpoint, tmp_path):

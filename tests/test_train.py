@@ -3,32 +3,41 @@ import math
 import pytest
 import torch
 
-from core.config import TrainConfig, preset
-from core.train import fit, lr_factor, train_loop
+from core.config import TrainConfig
+from core.engine import lr_factor, supervised_step, train_loop
+from core.registry import preset
+from core.train import fit
+from tests.conftest import TINY
 
-FAST = dict(epochs=4, batch_size=10, eval_every=2, eval_subset=30, device="cpu")
+FAST = dict(arch=TINY, epochs=4, batch_size=10, eval_every=2, eval_subset=30, device="cpu")
 
 
 def test_loss_falls_and_test_accuracy_beats_chance(splits):
-    cfg = preset("scratch", "recommended", **FAST | {"epochs": 6, "warmup_epochs": 1, "augment": "hflip"})
+    cfg = preset("scratch", "recommended", **FAST | {"epochs": 15, "warmup_epochs": 1, "augment": "hflip"})
     rows = []
-    record = fit(cfg, splits, on_epoch=rows.append)
-    assert record["status"] == "finished" and len(rows) == 6
+    record = fit(cfg, splits, on_row=rows.append)
+    assert record.status == "finished" and len(rows) == 15 and record.history == rows
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    assert record["metrics"]["test_acc"] > 0.5  # chance is 1/3
+    assert record.metrics.test_acc > 0.5  # chance is 1/3
     assert rows[1]["test_acc"] is not None and rows[0]["test_acc"] is None
-    m = record["metrics"]
-    assert len(m["per_class_acc"]) == 3 and sum(map(sum, m["confusion"])) == 30
-    assert record["env"]["torch"] == torch.__version__ and record["dataset"]["test"] == 30
+    assert [r["index"] for r in rows[:3]] == [1, 2, 3] and rows[0]["unit"] == "epoch" == record.unit
+    m = record.metrics
+    assert len(m.per_class_acc) == 3 and sum(map(sum, m.confusion)) == 30 and m.test_images == 30
+    assert record.env["torch"] == torch.__version__ and record.dataset["test"] == 30
+
+
+def test_resnet18_cifar_trains_end_to_end(splits):
+    record = fit(TrainConfig(**FAST | {"arch": "resnet18_cifar", "epochs": 1, "lr": 1e-3}), splits)
+    assert record.status == "finished" and record.metrics.test_acc is not None
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(splits):
     cfg = TrainConfig(**FAST | {"epochs": 2, "lr": 1e-3, "augment": "flip_crop_mixup", "precision": "fp32"})
     a, b = fit(cfg, splits), fit(cfg, splits)
-    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
-    assert a["metrics"]["test_acc"] == b["metrics"]["test_acc"]
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert a.metrics.test_acc == b.metrics.test_acc
     c = fit(cfg.with_(seed=1), splits)
-    assert [r["train_loss"] for r in c["history"]] != [r["train_loss"] for r in a["history"]]
+    assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in a.history]
 
 
 def test_stop_request_is_honoured_between_steps(splits):
@@ -39,32 +48,25 @@ def test_stop_request_is_honoured_between_steps(splits):
         return calls["n"] > 4  # 3 steps an epoch: the second step of epoch 2
 
     record = fit(TrainConfig(**FAST | {"epochs": 50}), splits, should_stop=should_stop)
-    assert record["status"] == "stopped" and len(record["history"]) == 1
-    assert "epoch 2" in record["message"] and calls["n"] == 5
-    assert record["metrics"]["test_acc"] is not None  # the partial model is still evaluated
+    assert record.status == "stopped" and len(record.history) == 1
+    assert "epoch 2" in record.message and calls["n"] == 5
+    assert record.metrics.test_acc is not None  # the partial model is still evaluated
 
 
 def test_nan_loss_is_detected_with_advice():
-    class Broken(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.tensor(float("nan")))
+    w = torch.nn.Parameter(torch.tensor(float("nan")))
+    x, y = torch.zeros(8, 3), torch.zeros(8, dtype=torch.long)
 
-        def forward(self, x):
-            return x.flatten(1)[:, :3] * self.w
+    def step(idx):
+        logits = x[idx] * w
+        return torch.nn.functional.cross_entropy(logits, y[idx]), torch.zeros(())
 
-    cfg = TrainConfig(epochs=3, batch_size=4)
-    from core.train import _guarded_loop
-
-    status, history, message = _guarded_loop(
-        Broken(), torch.zeros(8, 3, 2, 2, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), cfg,
-        device=torch.device("cpu"), bf16=False, augment=lambda x, y: (x.float(), y), check=None,
-        on_epoch=None, should_stop=None, set_train_mode=lambda: None,
-    )  # fmt: skip
-    assert status == "diverged" and "lower the learning rate" in message and "0.01" in message
+    result = train_loop([w], 8, TrainConfig(epochs=3, batch_size=4), step, device=torch.device("cpu"))
+    assert result.status == "diverged" and "lower the learning rate" in result.message and "0.01" in result.message
 
 
 def test_divergence_ends_the_run_through_fit(splits, monkeypatch):
+    import core.models
     import core.train
 
     def poisoned(*args, **kwargs):  # a model whose weights already blew up
@@ -74,8 +76,8 @@ def test_divergence_ends_the_run_through_fit(splits, monkeypatch):
 
     monkeypatch.setattr(core.train, "create_model", poisoned)
     record = fit(TrainConfig(**FAST), splits)
-    assert record["status"] == "diverged" and "lower the learning rate" in record["message"]
-    assert record["history"] == [] and "epoch 1" in record["message"]
+    assert record.status == "diverged" and "lower the learning rate" in record.message
+    assert record.history == [] and "epoch 1" in record.message
 
 
 def test_schedules_are_pure_functions_of_the_step():
@@ -89,28 +91,27 @@ def test_schedules_are_pure_functions_of_the_step():
     assert lr_factor(one, 29, 10) == 1.0 and lr_factor(one, 0, 10) < 0.1
 
 
-def test_linear_probe_on_frozen_features(splits, tmp_path):
-    import torchvision
-
-    ckpt = tmp_path / "mnv2.pth"
-    torch.save(torchvision.models.mobilenet_v2().state_dict(), ckpt)
-    cfg = preset("transfer", "recommended", weights=str(ckpt), resolution=32, epochs=30, device="cpu")
+def test_linear_probe_on_frozen_features(splits, checkpoint, tmp_path):
+    cfg = preset("transfer", "recommended", arch=TINY, weights=checkpoint, resolution=32, lr=0.05, device="cpu")
     first = fit(cfg, splits, cache_dir=tmp_path / "cache")
-    assert first["status"] == "finished" and first["metrics"]["test_acc"] > 0.5
-    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 2  # labeled views + test
+    assert first.status == "finished" and first.metrics.test_acc > 0.5
+    cached = sorted((tmp_path / "cache" / "features").glob("*.pt"))
+    assert len(cached) == 2  # labeled views + test
+    stamps = [p.stat().st_mtime_ns for p in cached]
     again = fit(cfg, splits, cache_dir=tmp_path / "cache")  # from the feature cache: same numbers
-    assert again["metrics"]["test_acc"] == first["metrics"]["test_acc"]
-    assert again["timings"]["features_s"] < first["timings"]["features_s"]
+    assert again.metrics.test_acc == first.metrics.test_acc
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # read, not rewritten
 
 
 def test_train_loop_only_updates_trainable_parameters():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Linear(8, 3))
     model[1].requires_grad_(False)
     frozen = model[1].weight.clone()
-    status, history, _ = train_loop(
-        model, torch.rand(20, 3, 2, 2), torch.arange(20) % 3, TrainConfig(epochs=3, batch_size=5, lr=0.01),
-        device=torch.device("cpu"), bf16=False, augment=lambda x, y: (x, y), check=None,
-        on_epoch=None, should_stop=None, set_train_mode=model.train,
-    )  # fmt: skip
-    assert status == "finished" and len(history) == 3
+    cfg = TrainConfig(epochs=3, batch_size=5, lr=0.01)
+    step = supervised_step(model, torch.rand(20, 3, 2, 2), torch.arange(20) % 3, cfg, torch.device("cpu"), False,
+                           lambda x, y: (x, y))  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    result = train_loop(params, 20, cfg, step, device=torch.device("cpu"), set_train_mode=model.train)
+    assert result.status == "finished" and len(result.history) == 3
     assert torch.equal(model[1].weight, frozen)
+    assert not torch.equal(model[2].weight, torch.zeros_like(model[2].weight))

@@ -138,6 +138,15 @@ def list_models() -> list[str]:
     return list(REGISTRY)
 
 
+def register_model(name: str, entry: ModelEntry) -> None:
+    """Adds a model to the registry (a plug-in, or a test's tiny model)."""
+    REGISTRY[name] = entry
+
+
+def unregister_model(name: str) -> None:
+    REGISTRY.pop(name, None)
+
+
 def default_weights_dir() -> Path:
     return Path(os.environ.get("SMALLDATA_WEIGHTS_DIR", "weights"))
 

@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: settings from the environment, cached core objects, sidebar.
+"""Streamlit glue shared by app.py and the pages: settings from the environment, cached core objects, sidebar.
 
 Everything here is a thin wrapper: the logic lives in `core`.
 """
@@ -12,10 +12,10 @@ import streamlit as st
 
 from core.config import TrainConfig
 from core.data import DataError, Splits, dataset_from_env, default_cache_dir, load_splits
+from core.device import device_name, resolve_device
 from core.jobs import JobRegistry
 from core.models import default_weights_dir
 from core.store import RunStore, default_runs_dir
-from core.train import device_name, resolve_device
 
 
 def framed(page: str) -> None:
@@ -99,7 +99,7 @@ def show_sidebar() -> None:
 
 
 def config_caption(cfg: TrainConfig) -> str:
-    extra = f", {cfg.resolution}px, {cfg.finetune}" if cfg.method != "scratch" else ""
+    extra = f", {cfg.resolution}px, {cfg.finetune}" if cfg.weights else ""
     return f"{cfg.method} · {cfg.arch}{extra} · {cfg.augment or 'none'} · {cfg.epochs} epochs · seed {cfg.seed}"
 
 

@@ -1,0 +1,140 @@
+"""The frozen-feature path: a pretrained backbone's features computed once (cached on disk by
+core.features), and a linear head on standardised features that trains in seconds.
+
+Used by the transfer method with finetune="head" and by self-training and label spreading.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core import features as feat
+from core.augment import BatchAugment, format_pipeline, parse_pipeline
+from core.config import TrainConfig
+from core.data import Splits
+from core.engine import LoopResult, RowFn, StopFn, eval_subset, predict, supervised_step, train_loop
+from core.models import SmallDataNet, weights_id
+
+AUGMENTED_VIEWS = 10  # head-only training: precomputed augmented views per labeled image
+FeatureFn = Callable[..., torch.Tensor]
+
+
+class StandardizedHead(nn.Module):
+    """A linear head on features standardised with fixed statistics: standardised features let a
+    linear layer train fast at one learning rate whatever the backbone."""
+
+    def __init__(self, head: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.head = head
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @classmethod
+    def fitted_to(cls, head: nn.Linear, features: torch.Tensor) -> StandardizedHead:
+        return cls(head, features.mean(0), features.std(0) + 1e-6)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head((f - self.mean) / self.std)
+
+
+def feature_cache(
+    cfg: TrainConfig,
+    splits: Splits,
+    model: SmallDataNet,
+    device: torch.device,
+    bf16: bool,
+    cache_dir: Path | None,
+    progress: feat.ProgressFn | None,
+) -> FeatureFn:
+    """features(images, what, *key): the frozen backbone's features of images, cached on disk under
+    the backbone, weights, resolution, normalisation, flip averaging, dataset and `key`."""
+
+    def features(images: torch.Tensor, what: str, *key: object) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            return feat.extract(
+                model, images, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features
+            )
+
+        return feat.cached_features(cache_dir, feature_key(cfg, splits.fingerprint, *key), compute)[0]
+
+    return features
+
+
+def feature_key(cfg: TrainConfig, fingerprint: str, *key: object) -> str:
+    base = (cfg.arch, weights_id(cfg.weights), cfg.resolution, cfg.normalize, fingerprint, cfg.flip_features)
+    return feat.cache_key(*base, *key)
+
+
+def labeled_key(cfg: TrainConfig, n_labeled: int) -> tuple[object, ...]:
+    views = n_labeled * (AUGMENTED_VIEWS if augmented_steps(cfg) else 1)
+    return ("labeled", cfg.augment, cfg.seed, views)
+
+
+def augmented_steps(cfg: TrainConfig) -> list:
+    """The image transforms of cfg.augment (MixUp and CutMix mix batches: they have no per-image view)."""
+    return [s for s in parse_pipeline(cfg.augment) if s[0] not in ("mixup", "cutmix")]
+
+
+def labeled_and_test_features(
+    cfg: TrainConfig, splits: Splits, features: FeatureFn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of the labeled views (view-major), their labels, and the test set's features."""
+    views = labeled_views(cfg, splits)
+    lab_f = features(views, "labeled images", *labeled_key(cfg, len(splits.labeled_y)))
+    test_f = features(splits.test_x, "test images", "test")
+    return lab_f, splits.labeled_y.repeat(len(views) // len(splits.labeled_y)), test_f
+
+
+def labeled_views(cfg: TrainConfig, splits: Splits) -> torch.Tensor:
+    """The labeled images, then (with an augmentation) AUGMENTED_VIEWS - 1 augmented copies, view-major."""
+    x = splits.labeled_x
+    steps = augmented_steps(cfg)
+    if not steps:
+        return x
+    augment = BatchAugment(format_pipeline(steps), len(splits.classes))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        copies = [augment(x, splits.labeled_y)[0].mul(255).round().to(torch.uint8) for _ in range(AUGMENTED_VIEWS - 1)]
+    return torch.cat([x, *copies])
+
+
+def train_head(
+    head: StandardizedHead,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+    *,
+    check: Callable[[], float] | None = None,
+    on_row: RowFn | None = None,
+    should_stop: StopFn | None = None,
+) -> LoopResult:
+    """Trains the head on (features, labels) with the engine's loop, in float32 (it is tiny)."""
+    head.to(device)
+    step = supervised_step(head, features, labels, cfg, device, False, lambda x, y: (x.float(), y))
+    params = [p for p in head.parameters() if p.requires_grad]
+    return train_loop(
+        params, len(labels), cfg, step, device=device, set_train_mode=head.train, check=check,
+        on_row=on_row, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def subset_check(head: nn.Module, test_f: torch.Tensor, splits: Splits, cfg: TrainConfig, device) -> Callable:
+    subset = eval_subset(len(splits.test_y), cfg.eval_subset)
+
+    def check() -> float:
+        logits = predict(head, test_f[subset], device, False, uint8_images=False)
+        return float((logits.argmax(1) == splits.test_y[subset]).float().mean())
+
+    return check
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t

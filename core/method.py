@@ -1,0 +1,143 @@
+"""What a method is: the config fields it reads, its presets, its checks, its time estimate and its run.
+
+Each method lives in one file of core/methods/ and is registered by one line in core/registry.py
+(or by `register` from anywhere, a test for instance). `fit` (core.train) builds the model and the
+`RunContext`, calls `Method.run`, and turns the `Outcome` into the run record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from core.config import TrainConfig
+from core.data import Splits
+from core.engine import RowFn, StopFn, metrics, predict
+from core.models import SmallDataNet
+
+ProgressFn = Callable[[float, str], None]
+
+# The optimisation fields of every method that trains with the engine's loop.
+OPTIMISATION = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+                "step_every", "step_gamma", "warmup_epochs", "label_smoothing")  # fmt: skip
+PRETRAINED = ("weights", "resolution", "normalize")
+FROZEN = (*PRETRAINED, "flip_features")
+
+
+@dataclass
+class RunContext:
+    cfg: TrainConfig
+    splits: Splits
+    model: SmallDataNet
+    device: torch.device
+    bf16: bool
+    on_row: RowFn | None = None
+    should_stop: StopFn | None = None
+    cache_dir: Path | None = None
+    progress: ProgressFn | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.splits.classes)
+
+    def emit(self, row: dict[str, Any]) -> None:
+        if self.on_row:
+            self.on_row(row)
+
+    def note(self, fraction: float, text: str) -> None:
+        if self.progress:
+            self.progress(fraction, text)
+
+
+@dataclass
+class Outcome:
+    status: str  # finished | stopped | diverged
+    message: str
+    history: list[dict[str, Any]]
+    train: dict[str, Any]  # core.engine.metrics of the labeled images
+    test: dict[str, Any]  # ... and of the test set
+    timings: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def finish(
+    ctx: RunContext,
+    status: str,
+    message: str,
+    history: list[dict[str, Any]],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    test_inputs: torch.Tensor | None = None,
+    train_inputs: torch.Tensor | None = None,
+    images: bool = True,
+    timings: dict[str, float] | None = None,
+    diagnostics: dict[str, Any] | None = None,
+) -> Outcome:
+    """The final evaluation every method ends with: `forward` on the whole test set and on the
+    labeled images (or on their features, with images=False)."""
+    s = ctx.splits
+    t = time.perf_counter()
+    bf16 = ctx.bf16 and images
+    test_inputs = s.test_x if test_inputs is None else test_inputs
+    train_inputs = s.labeled_x if train_inputs is None else train_inputs
+    test = metrics(predict(forward, test_inputs, ctx.device, bf16, uint8_images=images), s.test_y, ctx.n_classes)
+    eval_s = time.perf_counter() - t
+    train = metrics(predict(forward, train_inputs, ctx.device, bf16, uint8_images=images), s.labeled_y, ctx.n_classes)
+    timings = (timings or {}) | {"eval_s": eval_s}
+    return Outcome(status, message, history, train, test, timings, diagnostics or {})
+
+
+class Timing(Protocol):
+    """Measured costs on this device, for estimates (core.estimate provides one)."""
+
+    def train_step(self, arch: str, resolution: int, batch: int) -> float: ...
+
+    def per_image(self, arch: str, resolution: int) -> float: ...
+
+    def features_cached(self, cfg: TrainConfig, what: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    labeled: int
+    test: int
+    unlabeled: int
+
+
+class Method:
+    """The base of every method. Subclasses set the class attributes and override `run`."""
+
+    name: str = ""
+    summary: str = ""
+    help: str = ""
+    unit: str = "epoch"  # what one history row counts
+    fields: tuple[str, ...] = ()  # the config fields this method reads (besides n_labeled, seed, device)
+    presets: dict[str, dict[str, Any]] = {}  # name -> the config fields it sets
+    needs_unlabeled: bool = False
+
+    def check(self, cfg: TrainConfig) -> None:
+        """Raise core.config.ConfigError for combinations this method cannot run."""
+
+    def total_units(self, cfg: TrainConfig) -> int:
+        return cfg.epochs
+
+    def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
+        """Seconds the run will take on this device; the default: epochs of training steps and a test pass."""
+        steps = cfg.epochs * -(-min(cfg.n_labeled, sizes.labeled) // cfg.batch_size)
+        step = timing.train_step(cfg.arch, cfg.resolution, cfg.batch_size)
+        return steps * step + evaluation_seconds(cfg, sizes, timing)
+
+    def run(self, ctx: RunContext) -> Outcome:
+        raise NotImplementedError
+
+
+def evaluation_seconds(cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
+    """The final test pass plus the periodic checks on a subset."""
+    per = timing.per_image(cfg.arch, cfg.resolution)
+    checks = (cfg.epochs // cfg.eval_every) if cfg.eval_every else 0
+    return (sizes.test + checks * min(cfg.eval_subset, sizes.test)) * per

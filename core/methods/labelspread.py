@@ -1,0 +1,43 @@
+"""Label spreading: the 100 labels flow along a k-nearest-neighbour graph of the features of every
+unlabeled image; the head then learns from the most confident spread labels."""
+
+from __future__ import annotations
+
+import torch
+
+from core.graph import knn_graph, label_spread
+from core.method import FROZEN, OPTIMISATION, Outcome, RunContext
+from core.methods.selftrain import PSEUDO, FrozenSemi
+from core.methods.transfer import FROZEN_128
+from core.pseudo import Proposer, curriculum, self_train
+
+
+def spread_first(ctx: RunContext) -> Proposer:
+    """Round 0: spread the labels over the graph and accept the per_class most confident of each
+    class at once; later rounds (if any) self-train from there."""
+    later = curriculum(ctx.cfg.per_class)
+
+    def propose(r: int, probs: torch.Tensor, lab_f: torch.Tensor, unl_f: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if r > 0:
+            return later(r, probs, lab_f, unl_f)
+        ctx.note(0.0, "Building the kNN graph and spreading labels")
+        graph = knn_graph(torch.cat([lab_f, unl_f]), ctx.cfg.knn, should_stop=ctx.should_stop)
+        return label_spread(graph, ctx.splits.labeled_y, ctx.n_classes), ctx.cfg.per_class
+
+    return propose
+
+
+class LabelSpread(FrozenSemi):
+    name = "labelspread"
+    summary = "Label spreading over a kNN graph of all images, then a head on the most confident labels."
+    help = "Similar images get similar labels: each label spreads to its neighbours, theirs to theirs, and so on."
+    fields = ("arch", *FROZEN, "augment", *OPTIMISATION, *PSEUDO, "knn")
+    presets = {
+        # Label spreading over a 10-NN graph of the features of all 49,900 unlabeled images, then a linear
+        # head on the labeled images plus the 2,000 most confident pseudo-labels of each class. Chosen on a
+        # validation split of 2,000 unlabeled images (core.data.validation_splits), never on the test set.
+        "recommended": FROZEN_128 | dict(epochs=20, rounds=1, threshold=0.0, per_class=2000, knn=10),
+    }
+
+    def run(self, ctx: RunContext) -> Outcome:
+        return self_train(ctx, spread_first(ctx))

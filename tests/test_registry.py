@@ -1,0 +1,108 @@
+"""A new method is one object and one `register` call: validate, the CLI and the Train page see it
+with no edit to core. The toy method lives in this file only."""
+
+import json
+
+import pytest
+import torch
+
+from core.config import ConfigError, TrainConfig
+from core.method import Method, Outcome, RunContext, finish
+from core.registry import get_method, list_methods, register, unregister, validate
+from core.train import fit
+from tests.conftest import TINY
+
+
+class NearestMean(Method):
+    """Classifies by the nearest class mean of the raw pixels: no training at all."""
+
+    name = "nearest_mean"
+    summary = "Nearest class mean of the pixels (a toy method registered by a test)."
+    help = "Each class is its mean image; a test image gets the class of the closest mean."
+    unit = "step"
+    fields = ("arch", "rounds")
+    presets = {"plain": dict(arch=TINY, rounds=2)}
+
+    def check(self, cfg: TrainConfig) -> None:
+        if cfg.rounds > 50:
+            raise ConfigError(f"rounds={cfg.rounds}: nearest_mean takes at most 50")
+
+    def total_units(self, cfg: TrainConfig) -> int:
+        return cfg.rounds
+
+    def estimate(self, cfg, sizes, timing) -> float:
+        return 0.01 * sizes.test
+
+    def run(self, ctx: RunContext) -> Outcome:
+        s = ctx.splits
+        flat = s.labeled_x.flatten(1).float()
+        means = torch.stack([flat[s.labeled_y == c].mean(0) for c in range(ctx.n_classes)])
+        history = []
+        for i in range(1, ctx.cfg.rounds + 1):
+            row = {"index": i, "unit": "step", "train_loss": 0.0, "train_acc": 1.0, "lr": 0.0, "seconds": 0.0,
+                   "test_acc": None}  # fmt: skip
+            history.append(row)
+            ctx.emit(row)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return -torch.cdist(x.flatten(1) * 255, means)
+
+        return finish(ctx, "finished", "", history, forward)
+
+
+@pytest.fixture
+def toy():
+    method = register(NearestMean())
+    yield method
+    unregister(method.name)
+
+
+def test_a_registered_method_is_validated_and_runs(toy, splits):
+    assert "nearest_mean" in list_methods() and get_method("nearest_mean") is toy
+    cfg = TrainConfig(method="nearest_mean", arch=TINY, rounds=3)
+    assert validate(cfg) is cfg
+    with pytest.raises(ConfigError, match="at most 50"):
+        validate(cfg.with_(rounds=60))
+    rows = []
+    record = fit(cfg, splits, on_row=rows.append)
+    assert record.status == "finished" and record.unit == "step" and record.total_units == 3 and len(rows) == 3
+    assert record.metrics.test_acc > 0.9  # colour classes: the mean image is enough
+
+
+def test_unregistered_methods_are_refused():
+    with pytest.raises(ConfigError, match="nearest_mean"):
+        validate(TrainConfig(method="nearest_mean"))
+
+
+def test_the_cli_offers_a_registered_method(toy, dataset_dir, tmp_path, capsys):
+    from core.cli import main
+
+    code = main(["train", "--method", "nearest_mean", "--rounds", "4", "--n-labeled", "30", "--dataset",
+                 str(dataset_dir), "--runs-dir", str(tmp_path / "runs"), "--json"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out)
+    assert summary["method"] == "nearest_mean" and summary["config"]["preset"] == "plain"
+    assert summary["steps"] == 4 and "step    4/4" in out.err
+
+
+def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, monkeypatch):
+    from tests.test_app import open_page
+
+    monkeypatch.setenv("SMALLDATA_DATASET", str(dataset_dir))
+    monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(tmp_path / "cache"))
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = open_page("pages/train.py")
+    assert "nearest_mean" in at.radio(key="method").options
+    at.radio(key="method").set_value("nearest_mean").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="rounds_nearest_mean_plain").value == 2
+    assert "Learning rate" not in {w.label for w in at.number_input}  # it declares no optimisation fields
+    at.button(key="start").click().run()
+    from ui.common import registry
+
+    assert registry().wait(timeout=60)
+    job = registry().jobs()[-1]
+    assert job.state == "finished" and job.record.method == "nearest_mean" and job.unit == "step"

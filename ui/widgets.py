@@ -1,0 +1,65 @@
+"""One generic widget per config field, built from the field's own spec (core.config.FieldSpec):
+its label, help, bounds and choices are the ones `validate` checks, so the form can never offer a
+value that validation refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.config import FIELD_SPECS, FIELD_TYPES, TrainConfig, is_used
+
+
+def widget_bounds(name: str, cap: float | None = None) -> tuple[float | None, float | None]:
+    """The widget's (min, max): the spec's range, narrowed to `cap` (what the dataset holds)."""
+    s = FIELD_SPECS[name]
+    high = s.high if cap is None or s.high is None else min(s.high, cap)
+    return s.low, high
+
+
+def field_input(name: str, default: Any, *, key: str, where: Any = st, cap: float | None = None) -> Any:
+    """The widget of one config field, in `where` (st, a column or the sidebar); returns its value."""
+    s, kind = FIELD_SPECS[name], FIELD_TYPES[name]
+    help_text = s.help or None
+    if kind == "bool":
+        return where.checkbox(s.label, bool(default), key=key, help=help_text)
+    if s.choices:
+        return where.selectbox(s.label, s.choices, index=s.choices.index(default), key=key, help=help_text)
+    if s.low is None:
+        return where.text_input(s.label, str(default), key=key, help=help_text)
+    low, high = widget_bounds(name, cap)
+    if kind == "int":
+        value = int(min(max(default, low), high))
+        return where.number_input(s.label, int(low), int(high), value, step=int(s.step or 1), key=key, help=help_text)
+    fine = (s.step or 0.01) < 0.01 or s.high < 1  # small numbers need more decimals
+    return where.number_input(
+        s.label, float(low), float(high), float(min(max(default, low), high)), step=float(s.step or 0.01),
+        format="%.5f" if fine else "%.3f", key=key, help=help_text,
+    )  # fmt: skip
+
+
+def field_inputs(
+    names: list[str] | tuple[str, ...],
+    base: TrainConfig,
+    values: dict[str, Any],
+    *,
+    key: str,
+    columns: int = 4,
+    caps: dict[str, float] | None = None,
+) -> None:
+    """Widgets for the fields of `names` that matter (their "used when" rule), in rows of `columns`;
+    their values go into `values`. Choices come first: they decide which of the other fields matter."""
+    caps = caps or {}
+    names = [n for n in names if n not in values]
+    choices = [n for n in names if FIELD_SPECS[n].choices]
+    _row(choices, base, values, key, columns, caps)
+    current = base.with_(**{k: v for k, v in values.items() if k in FIELD_TYPES})
+    _row([n for n in names if n not in choices and is_used(n, current)], base, values, key, columns, caps)
+
+
+def _row(names: list[str], base: TrainConfig, values: dict[str, Any], key: str, columns: int, caps: dict) -> None:
+    for start in range(0, len(names), columns):
+        cols = st.columns(columns)
+        for col, name in zip(cols, names[start : start + columns], strict=False):
+            values[name] = field_input(name, getattr(base, name), key=f"{name}_{key}", where=col, cap=caps.get(name))
