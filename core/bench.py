@@ -4,7 +4,10 @@ Writes `report.md` and `results.csv` into --out:
 1. engine speed on the notebook's own recipe: its loop (core.notebook_loop) against our engine,
    side by side in one process on one device;
 2. throughput: evaluation images/s per model and resolution, feature extraction images/s;
-3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time.
+3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time
+   cold and cached, and the time estimate against each run;
+4. jobs and app (core.bench_jobs): two jobs at once vs one, Stop latency, the Train page's rerun
+   time while a run trains, a run from the app with its page open in Chromium vs the CLI.
 --quick shrinks every part to a smoke check of about a minute.
 """
 
@@ -20,8 +23,10 @@ from typing import Any
 import torch
 
 from core import features as feat
+from core.bench_jobs import app_measurements, stop_latency, two_jobs_at_once
 from core.data import default_cache_dir, load_splits
 from core.device import device_name, resolve_device, use_bf16
+from core.estimate import estimate_seconds
 from core.models import create_model
 from core.notebook_loop import run_notebook_loop
 from core.registry import preset
@@ -109,14 +114,16 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
             overrides["weights"] = weights
         if quick:
             overrides |= {"epochs": 2, "warmup_epochs": 0, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
-        results = []
+        results, estimates = [], []
         for seed in range(seeds):
             cfg = preset(method, "recommended", seed=seed, **overrides)
+            estimates.append(estimate_seconds(cfg, splits, cache_dir))  # before the run: its cache state
             t = time.perf_counter()
             record = fit(cfg, splits, cache_dir=cache_dir)
             wall = time.perf_counter() - t
             results.append((record.metrics.test_acc, wall, record))
-            log(f"  {method} seed {seed}: {record.metrics.test_acc:.1%} in {wall:.0f}s ({record.status})")
+            log(f"  {method} seed {seed}: {record.metrics.test_acc:.1%} in {wall:.0f}s ({record.status}), "
+                f"estimated {estimates[-1]:.0f}s")  # fmt: skip
         accs = [a for a, _, _ in results]
         row = {
             "part": "accuracy",
@@ -126,7 +133,12 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
             "seeds": len(accs),
             "total_s": statistics.mean(w for _, w, _ in results),
             "max_s": max(w for _, w, _ in results),
+            "cold_s": results[0][1],
+            "cached_s": statistics.mean(w for _, w, _ in results[1:]) if len(results) > 1 else None,
         }
+        for i, (est, (_, wall, _)) in enumerate(zip(estimates, results, strict=True)):
+            name = f"{method} recommended seed {i} ({'cold' if i == 0 else 'cached'})"
+            rows.append({"part": "estimate", "name": name, "estimate_s": est, "actual_s": wall, "ratio": est / wall})
         semi = [r.diagnostics for _, _, r in results if r.diagnostics]
         if semi and semi[0].get("supervised_test_acc") is not None:
             row["supervised_probe_acc"] = statistics.mean(s["supervised_test_acc"] for s in semi)
@@ -148,6 +160,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
             return ""
         if "acc" in key:
             return f"{v:.1%}"
+        if key in ("ratio", "value") and isinstance(v, float):
+            return f"{v:.2f}"
         return f"{v:.1f}" if isinstance(v, float) else str(v)
 
     lines = [
@@ -173,11 +187,18 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
                 "test_acc_std",
                 "seeds",
                 "total_s",
-                "max_s",
+                "cold_s",
+                "cached_s",
                 "supervised_probe_acc",
                 "pseudo_label_acc",
             ],
-        ),
+        ),  # fmt: skip
+        "estimate": (
+            "Time estimate against the run (target: ratio within 0.7-1.3)",
+            ["name", "estimate_s", "actual_s", "ratio"],
+        ),  # fmt: skip
+        "jobs": ("Worker processes", ["name", "value"]),
+        "app": ("The app (AppTest and Chromium)", ["name", "value"]),
     }
     for part, (title, cols) in sections.items():
         part_rows = [r for r in rows if r["part"] == part]
@@ -204,6 +225,10 @@ def main(args) -> int:
     rows = engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
     rows += throughput(splits, args.weights, 128 if quick else 1024, device)
     rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
+    if not args.skip_jobs:
+        rows += two_jobs_at_once(args.dataset, cache, 2 if quick else 10)
+        rows += stop_latency(args.dataset, args.weights, cache)
+        rows += app_measurements(args.dataset, cache, quick)
     write_report(Path(args.out), rows, device_name(dev), args)
     print(Path(args.out, "report.md").read_text())
     return 0

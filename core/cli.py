@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data import DataError, dataset_from_env, default_cache_dir, load_splits
 from core.models import ModelError
+from core.queue import QueueError
 from core.record import RunRecord
 from core.registry import default_preset, get_method, list_methods, list_presets, preset
 from core.store import RunStore, StoreError, default_runs_dir, runs_frame, to_markdown
@@ -48,10 +52,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Small Data Lab command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="run one config and save it")
+    train = sub.add_parser("train", help="run one config here, in this process, and save it")
     _add_config_options(train)
     _add_common(train)
     train.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+    submit = sub.add_parser("submit", help="queue one config for a worker process; prints the job id")
+    _add_config_options(submit)
+    _add_common(submit)
+    submit.add_argument("--wait", action="store_true", help="wait for the run and print its JSON summary")
+    jobs = sub.add_parser("jobs", help="the job queue: id, state, progress, run id")
+    _add_common(jobs)
+    jobs.add_argument("--json", action="store_true")
+    stop = sub.add_parser("stop", help="stop a queued or running job")
+    _add_common(stop)
+    stop.add_argument("job", type=int)
+    worker = sub.add_parser("worker", help="run queued jobs (until none is left with --once)")
+    _add_common(worker)
+    worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    worker.add_argument("--job", type=int, default=None, help="run this job only")
+    worker.add_argument("--queue", default=None, help="the queue database (default RUNS_DIR/queue.sqlite)")
+    worker.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     runs = sub.add_parser("runs", help="list saved runs")
     _add_common(runs)
     runs.add_argument("--json", action="store_true")
@@ -60,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--weights", required=True)
     bench.add_argument("--out", required=True)
     bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--skip-jobs", action="store_true", help="leave out the worker, Stop and app measurements")
     bench.add_argument("--cache-dir", default=None)
     return parser
 
@@ -96,7 +117,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.jobs import execute
+    from core.train import execute
 
     cfg = config_from_args(args)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -130,6 +151,73 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_dir(args: argparse.Namespace) -> Path:
+    return Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+
+
+def _registry(args: argparse.Namespace, start: bool):
+    from core.jobs import JobRegistry
+
+    max_jobs = max(1, int(os.environ.get("SMALLDATA_MAX_JOBS", "1") or 1))
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    return JobRegistry(_runs_dir(args), args.dataset, max_running=max_jobs, cache_dir=cache, start=start)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    registry = _registry(args, start=args.wait)
+    job = registry.submit(cfg)  # starts a worker process for it when a slot is free
+    print(job.job_id if not args.wait else f"job {job.job_id}", file=sys.stdout if not args.wait else sys.stderr)
+    if not args.wait:
+        return 0
+    registry.wait(job_ids=[job.job_id])
+    done = registry.get(job.job_id)
+    if done.run_id is None:
+        print(f"error: job {job.job_id} {done.state}: {done.message}", file=sys.stderr)
+        return 1
+    record = registry.store.load(done.run_id)
+    print(json.dumps(summary(record)))
+    return 0 if record.status in ("finished", "stopped") else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from core.jobs import job_fraction
+    from core.queue import JobQueue, default_queue_path
+
+    jobs = JobQueue(default_queue_path(_runs_dir(args))).jobs()
+    rows = [{"job": j.job_id, "state": j.state, "method": j.cfg.method, "progress": round(job_fraction(j), 3),
+             "note": j.note, "run_id": j.run_id, "message": j.message} for j in jobs]  # fmt: skip
+    if args.json:
+        print(json.dumps(rows))
+    elif rows:
+        print(to_markdown(pd.DataFrame(rows)))
+    else:
+        print("no jobs")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from core.queue import JobQueue, default_queue_path
+
+    state = JobQueue(default_queue_path(_runs_dir(args))).request_stop(args.job)
+    if state is None:
+        print(f"error: no job {args.job}", file=sys.stderr)
+        return 2
+    print(f"job {args.job}: {state}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from core.queue import default_queue_path
+    from core.worker import work
+
+    queue = Path(args.queue) if args.queue else default_queue_path(_runs_dir(args))
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    ran = work(queue, once=args.once, job_id=args.job, threads=args.threads, cache_dir=cache)
+    print(f"worker: ran {ran} job(s)", file=sys.stderr)
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
     runs = store.runs()
@@ -148,6 +236,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.worker import load_plugins
+
+    load_plugins()  # before the parser: plug-ins may register methods that --method offers
     args = build_parser().parse_args(argv)
     if getattr(args, "dataset", None) is None and args.command != "bench":
         args.dataset = dataset_from_env()
@@ -156,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "runs":
             return cmd_runs(args)
+        commands = {"submit": cmd_submit, "jobs": cmd_jobs, "stop": cmd_stop, "worker": cmd_worker}
+        if args.command in commands:
+            return commands[args.command](args)
         from core.bench import main as bench_main
 
         return bench_main(args)
-    except (ConfigError, DataError, ModelError, StoreError) as err:
+    except (ConfigError, DataError, ModelError, StoreError, QueueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ by the method's own `estimate`; features already in the cache cost nothing."""
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -20,14 +21,18 @@ from core.models import create_model
 from core.pseudo import unlabeled_key, unlabeled_subset
 from core.registry import get_method
 
-PROBE = 16  # images per timed step: time grows about linearly with the batch on a CPU, so 16 tell enough
+PROBE = 64  # at most this many images per timed step: beyond, time grows about linearly with the batch
+TIMINGS_FILE = "timings.json"
 
 
-@lru_cache(maxsize=64)
-def _step_seconds(arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool) -> float:
-    """Seconds for one training step (or one inference batch) of `batch` 32x32 images."""
+class EstimateUnavailable(RuntimeError):
+    """No timing is known for this model yet, and measuring now would time the run that is training too."""
+
+
+def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool) -> float:
+    """Seconds for one training step (or one inference batch) of `batch` 32x32 images, measured now."""
     if batch > PROBE and device == "cpu":
-        return _step_seconds(arch, resolution, PROBE, device, bf16, train) * batch / PROBE
+        return _measure(arch, resolution, PROBE, device, bf16, train) * batch / PROBE
     dev = torch.device(device)
     model = create_model(arch, 10, "", resolution, False).to(dev)
     if dev.type == "cuda" or bf16:  # as fit runs it
@@ -61,21 +66,60 @@ def _step_seconds(arch: str, resolution: int, batch: int, device: str, bf16: boo
     return sorted(times)[1]  # the median: one slow step (another process, the GC) does not count
 
 
+class StepTimings:
+    """Measured step times, kept in memory and in cache_dir/timings.json, so that they are measured
+    once, at an idle moment: a timing taken while a run trains would time that run as well."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.path = Path(cache_dir) / TIMINGS_FILE if cache_dir else None
+        self.known: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.known = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+            except (ValueError, OSError, AttributeError):
+                self.known = {}  # a damaged file is measured again, never trusted
+
+    def get(self, arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool, busy: bool) -> float:
+        key = f"{torch.__version__}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
+        if key not in self.known:
+            if busy:
+                raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
+            self.known[key] = _measure(arch, resolution, batch, device, bf16, train)
+            if self.path is not None:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self.path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(self.known))
+                    tmp.replace(self.path)
+                except OSError:
+                    pass  # a read-only cache folder: the timing stays in memory
+        return self.known[key]
+
+
+@lru_cache(maxsize=8)
+def step_timings(cache_dir: str | None) -> StepTimings:
+    return StepTimings(Path(cache_dir) if cache_dir else None)
+
+
 class MeasuredTiming:
     """core.method.Timing on this device, with the feature cache of `splits` in `cache_dir`."""
 
-    def __init__(self, cfg: TrainConfig, splits: Splits | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, splits: Splits | None = None, cache_dir: Path | None = None, busy: bool = False
+    ) -> None:
         self.device = resolve_device(cfg.device)
         self.bf16 = use_bf16(self.device, cfg.precision)
         self.splits = splits
         self.cache_dir = cache_dir
+        self.busy = busy
+        self.steps = step_timings(str(cache_dir) if cache_dir else None)
 
     def train_step(self, arch: str, resolution: int, batch: int) -> float:
-        return _step_seconds(arch, resolution, batch, str(self.device), self.bf16, True)
+        return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, True, self.busy)
 
     def per_image(self, arch: str, resolution: int) -> float:
         batch = 64 if self.device.type == "cpu" else 1024
-        return _step_seconds(arch, resolution, batch, str(self.device), self.bf16, False) / batch
+        return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, False, self.busy) / batch
 
     def features_cached(self, cfg: TrainConfig, what: str) -> bool:
         if self.splits is None or self.cache_dir is None:
@@ -91,7 +135,8 @@ class MeasuredTiming:
         return path is not None and path.exists()
 
 
-def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None) -> float:
-    """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded)."""
+def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None, busy: bool = False) -> float:
+    """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded). busy: a run
+    is training now, so an unknown step time raises EstimateUnavailable instead of being measured."""
     sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x))
-    return get_method(cfg.method).estimate(cfg, sizes, MeasuredTiming(cfg, splits, cache_dir))
+    return get_method(cfg.method).estimate(cfg, sizes, MeasuredTiming(cfg, splits, cache_dir, busy))

@@ -30,10 +30,12 @@ def extract(
     progress: ProgressFn | None = None,
     what: str = "images",
     flip: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Pooled backbone features of uint8 images (N x 3 x H x W -> N x D, float32, on the CPU).
 
     flip: average each image's features with its mirror image's (a cheap, steadier feature).
+    should_stop: asked before each batch; a yes raises InterruptedError (Stop must not wait for 49,900 images).
     """
     # Measured on the 2-core CPU, mobilenet_v2 at 128 px with bf16: batch 256 gives 145 images/s,
     # batch 64 gives 281, and channels_last 467.
@@ -43,6 +45,9 @@ def extract(
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
+        if should_stop and should_stop():
+            model.train(was_training)
+            raise InterruptedError(f"stopped during feature extraction of {what}")
         batch = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
         with autocast(device, bf16):
             f = model.features(batch).float()

@@ -50,6 +50,7 @@ def feature_cache(
     bf16: bool,
     cache_dir: Path | None,
     progress: feat.ProgressFn | None,
+    should_stop: StopFn | None = None,
 ) -> FeatureFn:
     """features(images, what, *key): the frozen backbone's features of images, cached on disk under
     the backbone, weights, resolution, normalisation, flip averaging, dataset and `key`."""
@@ -57,8 +58,9 @@ def feature_cache(
     def features(images: torch.Tensor, what: str, *key: object) -> torch.Tensor:
         def compute() -> torch.Tensor:
             return feat.extract(
-                model, images, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features
-            )
+                model, images, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features,
+                should_stop=should_stop,
+            )  # fmt: skip
 
         return feat.cached_features(cache_dir, feature_key(cfg, splits.fingerprint, *key), compute)[0]
 

@@ -1,178 +1,230 @@
-"""Running configs: `execute` (one run, saved whatever happens) and `JobRegistry` (background jobs).
+"""`JobRegistry` runs the jobs of the SQLite queue (core.queue) in worker processes (core.worker), or as Ray tasks.
 
-The app keeps one JobRegistry per server process (through st.cache_resource), so a run outlives
-widget changes, page switches, reloads and extra browser tabs. At most `max_running` jobs train at
-once (default one: two runs on the same cores only slow each other); the rest wait in a visible
-queue, first come first served.
+The server never trains: it queues, reads progress and asks for stops. At most `max_running` jobs
+train at once (default one), each worker with its share of the cores; the rest wait, first come first
+served. A monitor thread starts workers as jobs arrive, marks the jobs of dead workers `interrupted`
+(their history saved), and ends a worker that ignores Stop for longer than a grace period.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.config import TrainConfig
-from core.data import Splits
-from core.record import RunRecord, new_run_id
+from core.queue import JobInfo, JobQueue, default_queue_path
 from core.registry import get_method
 from core.store import RunStore
-from core.train import failed_record, failure_advice, fit
+from core.train import failed_record
+
+ROOT = Path(__file__).resolve().parent.parent
+STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
 
 
-def execute(
-    cfg: TrainConfig,
-    splits: Splits,
-    store: RunStore,
-    *,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    cache_dir=None,
-    progress=None,
-    run_id: str | None = None,
-) -> RunRecord:
-    """Runs cfg and saves the run, also when it stops, diverges or fails; returns the saved record."""
-    run_id = run_id or new_run_id(cfg)
-    started = time.time()
-    rows: list[dict[str, Any]] = []
-
-    def keep_row(row: dict[str, Any]) -> None:
-        rows.append(row)
-        if on_row:
-            on_row(row)
-
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
     try:
-        record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id)
-    except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
-        record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
-    store.save(record)
-    return record
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-@dataclass
-class Job:
-    job_id: int
-    cfg: TrainConfig
-    state: str = "queued"  # queued | running | finished | stopped | diverged | failed
-    history: list[dict[str, Any]] = field(default_factory=list)
-    message: str = ""
-    run_id: str | None = None
-    record: RunRecord | None = None
-    started: float | None = None
-    ended: float | None = None
-    progress_note: str = ""
-    stop_event: threading.Event = field(default_factory=threading.Event)
+def job_fraction(job: JobInfo) -> float:
+    """Done so far: rows (epochs or rounds) of the rows a finished run has."""
+    return min(1.0, len(job.history) / max(1, get_method(job.cfg.method).total_units(job.cfg)))
 
-    @property
-    def done(self) -> bool:
-        return self.state not in ("queued", "running")
 
-    @property
-    def total_units(self) -> int:
-        return get_method(self.cfg.method).total_units(self.cfg)
-
-    @property
-    def unit(self) -> str:
-        return get_method(self.cfg.method).unit
-
-    @property
-    def fraction(self) -> float:
-        """Done so far: rows (epochs or rounds) of the rows a finished run has."""
-        return min(1.0, len(self.history) / max(1, self.total_units))
-
-    def eta_seconds(self) -> float | None:
-        if not self.history or self.state != "running" or self.fraction <= 0:
-            return None
-        return self.history[-1]["seconds"] * (1 - self.fraction) / self.fraction
+def eta_seconds(job: JobInfo) -> float | None:
+    fraction = job_fraction(job)
+    if not job.history or job.state != "running" or fraction <= 0:
+        return None
+    return job.history[-1]["seconds"] * (1 - fraction) / fraction
 
 
 class JobRegistry:
-    """Background training jobs shared by every session of one server process."""
+    """The app's (or a script's) view of the job queue, and the supervisor of its workers."""
 
     def __init__(
         self,
-        load_splits: Callable[[TrainConfig], Splits],
-        store: RunStore,
+        runs_dir: Path,
+        dataset: str,
         *,
         max_running: int = 1,
-        cache_dir=None,
+        cache_dir: Path | None = None,
+        executor: str | None = None,
+        grace_s: float = 5.0,
+        start: bool = True,
+        tick_s: float = 0.5,
     ) -> None:
-        self._load_splits = load_splits
-        self.store = store
-        self.max_running = max_running
+        self.runs_dir = Path(runs_dir)
+        self.queue = JobQueue(default_queue_path(self.runs_dir))
+        self.store = RunStore(self.runs_dir)
+        self.dataset = dataset
+        self.max_running = max(1, max_running)
         self.cache_dir = cache_dir
-        self._jobs: dict[int, Job] = {}
-        self._queue: list[int] = []
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self.executor = executor or os.environ.get("SMALLDATA_EXECUTOR", "process")
+        self.grace_s = grace_s
+        self._procs: dict[int, subprocess.Popen] = {}  # job id -> the worker started for it
+        self._refs: dict[int, Any] = {}  # job id -> its Ray task
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        if start:
+            self.tick()
+            threading.Thread(target=self._monitor, args=(tick_s,), daemon=True, name="job-monitor").start()
 
-    def submit(self, cfg: TrainConfig) -> Job:
-        with self._lock:
-            job = Job(next(self._ids), cfg)
-            self._jobs[job.job_id] = job
-            self._queue.append(job.job_id)
-        self._dispatch()
-        return job
+    # ---- what the pages and the CLI call
 
-    def jobs(self) -> list[Job]:
-        with self._lock:
-            return list(self._jobs.values())
+    def submit(self, cfg: TrainConfig) -> JobInfo:
+        job_id = self.queue.submit(cfg, self.dataset)
+        if not self._closed.is_set():
+            self.tick()
+        return self.queue.get(job_id)
 
-    def get(self, job_id: int) -> Job | None:
-        return self._jobs.get(job_id)
+    def jobs(self, limit: int = 50) -> list[JobInfo]:
+        return self.queue.jobs(limit=limit)
+
+    def get(self, job_id: int) -> JobInfo | None:
+        return self.queue.get(job_id)
+
+    def running(self) -> list[JobInfo]:
+        return [j for j in self.queue.jobs(active_only=True) if j.state in ("running", "stopping")]
 
     def queue_position(self, job_id: int) -> int | None:
-        """1 for the next job to start; None when the job is not waiting."""
-        with self._lock:
-            return self._queue.index(job_id) + 1 if job_id in self._queue else None
+        return self.queue.queue_position(job_id)
 
-    def running(self) -> list[Job]:
-        return [j for j in self.jobs() if j.state == "running"]
+    def stop(self, job_id: int) -> str | None:
+        return self.queue.request_stop(job_id)
 
-    def stop(self, job_id: int) -> None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                return
-            if job.state == "queued":  # never started: nothing to save
-                self._queue.remove(job_id)
-                job.state, job.message, job.ended = "stopped", "removed from the queue", time.time()
-            job.stop_event.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Blocks until every job is done (for tests and scripts); False on timeout."""
+    def wait(self, timeout: float | None = None, job_ids: list[int] | None = None) -> bool:
+        """Blocks until the jobs (default: all) are done; False on timeout."""
         deadline = None if timeout is None else time.time() + timeout
-        while any(not j.done for j in self.jobs()):
+        while True:
+            active = self.queue.jobs(active_only=True)
+            if not [j for j in active if job_ids is None or j.job_id in job_ids]:
+                return True
             if deadline is not None and time.time() > deadline:
                 return False
-            time.sleep(0.05)
-        return True
+            time.sleep(0.1)
 
-    def _dispatch(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stops supervising (a server shutting down); with kill, ends the workers it started too."""
+        self._closed.set()
+        if kill:
+            for proc in self._procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    # ---- supervision
+
+    def _monitor(self, tick_s: float) -> None:
+        while not self._closed.wait(tick_s):
+            try:
+                self.tick()
+            except Exception as err:  # the monitor must outlive a locked database or a full disk
+                print(f"job monitor: {type(err).__name__}: {err}", file=sys.stderr)
+
+    def tick(self) -> None:
         with self._lock:
-            while self._queue and sum(j.state == "running" for j in self._jobs.values()) < self.max_running:
-                job = self._jobs[self._queue.pop(0)]
-                job.state, job.started = "running", time.time()
-                threading.Thread(target=self._run, args=(job,), daemon=True, name=f"job-{job.job_id}").start()
+            self._reap_workers()
+            self._reap_dead_jobs()
+            self._end_overdue_stops()
+            self._start_workers()
 
-    def _run(self, job: Job) -> None:
-        try:
-            splits = self._load_splits(job.cfg)
+    def _reap_workers(self) -> None:
+        """Collects exited workers; a job whose worker exited before taking it fails with its log."""
+        for job_id, proc in list(self._procs.items()):
+            if proc.poll() is None:
+                continue
+            del self._procs[job_id]
+            job = self.queue.get(job_id)
+            if job is not None and job.state == "queued" and proc.returncode != 0:
+                tail = self._log_path(job_id).read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                self.queue.finish(job_id, "failed", None, f"the worker could not start: {tail[0][:300]}")
+        for job_id, ref in list(self._refs.items()):
+            import ray
 
-            def note(fraction: float, message: str) -> None:
-                job.progress_note = message
+            if ray.wait([ref], timeout=0)[0]:
+                del self._refs[job_id]
 
-            record = execute(
-                job.cfg, splits, self.store, on_row=job.history.append,
-                should_stop=job.stop_event.is_set, cache_dir=self.cache_dir, progress=note,
+    def _reap_dead_jobs(self) -> None:
+        now, host = time.time(), socket.gethostname()
+        for job in self.queue.jobs(active_only=True):
+            if job.state == "queued":
+                continue
+            dead = not pid_alive(job.pid) if job.host == host else (now - (job.heartbeat or 0)) > STALE_HEARTBEAT_S
+            if dead:
+                self._save_unfinished(job)
+
+    def _save_unfinished(self, job: JobInfo) -> None:
+        """The worker died (SIGKILL, segfault, the OOM killer, or ended by us after Stop): keep its history."""
+        stopped = job.stop_requested is not None
+        status = "stopped" if stopped else "interrupted"
+        message = (
+            "stopped: the worker did not stop within the grace period and was ended; its history is kept"
+            if stopped
+            else "interrupted: the worker process ended without saving (killed, crashed or out of memory); "
+            "its history is kept. Start it again, maybe with a smaller batch or resolution"
+        )
+        record = failed_record(job.cfg, RuntimeError(message), history=job.history, status=status, started=job.started)
+        record.message = message
+        self.store.save(record)
+        self.queue.finish(job.job_id, status, record.run_id, message)
+
+    def _end_overdue_stops(self) -> None:
+        host = socket.gethostname()
+        for job in self.queue.jobs(active_only=True):
+            overdue = job.state == "stopping" and time.time() - (job.stop_requested or 0) > self.grace_s
+            if overdue and job.host == host and pid_alive(job.pid):
+                os.kill(job.pid, signal.SIGKILL)  # the last resort; _reap_dead_jobs saves it next tick
+
+    def _start_workers(self) -> None:
+        if self._closed.is_set():
+            return
+        active = sorted(self.queue.jobs(active_only=True), key=lambda j: j.job_id)
+        busy = sum(j.state in ("running", "stopping") for j in active)
+        starting = {i for i in (*self._procs, *self._refs)}
+        queued = [j for j in active if j.state == "queued"]
+        free = self.max_running - busy - sum(1 for j in queued if j.job_id in starting)
+        for job in [j for j in queued if j.job_id not in starting][: max(0, free)]:
+            (self._start_ray_task if self.executor == "ray" else self._start_process)(job)
+
+    def threads_per_job(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.max_running)
+
+    def _log_path(self, job_id: int) -> Path:
+        return self.runs_dir / "logs" / f"job-{job_id}.log"
+
+    def _worker_args(self, job: JobInfo) -> list[str]:
+        args = ["--queue", str(self.queue.path), "--job", str(job.job_id), "--threads", str(self.threads_per_job())]
+        return args + (["--cache-dir", str(self.cache_dir)] if self.cache_dir else [])
+
+    def _start_process(self, job: JobInfo) -> None:
+        threads = str(self.threads_per_job())
+        # Before torch starts: OpenMP sizes its pool once, at the first parallel region.
+        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        log_path = self._log_path(job.job_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self._procs[job.job_id] = subprocess.Popen(
+                [sys.executable, "-m", "core", "worker", *self._worker_args(job)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+                start_new_session=True,  # a server restart leaves running workers alone
             )  # fmt: skip
-            job.record, job.run_id = record, record.run_id
-            job.state, job.message = record.status, record.message
-        except Exception as err:  # data errors before the run: the job fails, the registry goes on
-            job.state, job.message = "failed", failure_advice(err)
-        finally:
-            job.ended = time.time()
-            self._dispatch()
+
+    def _start_ray_task(self, job: JobInfo) -> None:
+        from core.ray_executor import submit
+
+        self._refs[job.job_id] = submit(job, self.queue.path, self.threads_per_job(), self.cache_dir)

@@ -71,7 +71,7 @@ def self_train(ctx: RunContext, propose: Proposer) -> Outcome:
     cfg, s, n = ctx.cfg, ctx.splits, ctx.n_classes
     t0 = time.perf_counter()
     subset = unlabeled_subset(s, cfg.n_unlabeled)
-    features = feature_cache(cfg, s, ctx.model, ctx.device, ctx.bf16, ctx.cache_dir, ctx.progress)
+    features = feature_cache(cfg, s, ctx.model, ctx.device, ctx.bf16, ctx.cache_dir, ctx.progress, ctx.should_stop)
     lab_f, lab_y, test_f = labeled_and_test_features(cfg, s, features)
     unl_f = features(s.unlabeled_x[subset], "unlabeled images", *unlabeled_key(subset))
     features_s = time.perf_counter() - t0

@@ -38,6 +38,7 @@ class Metrics:
     train_acc: float | None = None
     test_acc: float | None = None
     test_images: int | None = None  # how many test images test_acc was measured on
+    partial: bool = False  # True: test_acc is a periodic check on a subset (a stopped run)
     per_class_acc: list[float] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     wrong_indices: list[int] = field(default_factory=list)  # the first 200 test images it got wrong

@@ -1,4 +1,5 @@
-"""`fit`: one config, run by its method (core.registry), to one run record (core.record).
+"""`fit`: one config, run by its method (core.registry), to one run record (core.record); `execute`:
+the same, saved to the run store whatever happens.
 
 Progress leaves through `on_row` (one history row per epoch or round) and `progress` (notes such as
 feature extraction), a stop request arrives through `should_stop`. Every outcome, a failure before
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,10 +20,11 @@ from core.config import TrainConfig
 from core.data import Splits
 from core.device import environment, resolve_device, use_bf16
 from core.engine import RowFn, StopFn
-from core.method import ProgressFn, RunContext
+from core.method import Outcome, ProgressFn, RunContext
 from core.models import create_model
 from core.record import Metrics, RunRecord, new_run_id
 from core.registry import get_method, validate
+from core.store import RunStore
 
 
 def dataset_info(splits: Splits) -> dict[str, object]:
@@ -58,8 +62,18 @@ def fit(
     model.to(device)
     if device.type == "cuda" or bf16:
         model.to(memory_format=torch.channels_last)
-    ctx = RunContext(cfg, splits, model, device, bf16, on_row, should_stop, cache_dir, progress)
-    out = method.run(ctx)
+    rows: list[dict] = []
+
+    def keep_row(row: dict) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    ctx = RunContext(cfg, splits, model, device, bf16, keep_row, should_stop, cache_dir, progress)
+    try:
+        out = method.run(ctx)
+    except InterruptedError as err:  # stopped before there was anything to evaluate (feature extraction)
+        out = Outcome("stopped", str(err), rows, {"accuracy": None}, {"accuracy": None, "images": 0})
     train, test = out.train, out.test
     return RunRecord(
         run_id=run_id or new_run_id(cfg),
@@ -71,11 +85,12 @@ def fit(
         metrics=Metrics(
             train_acc=train["accuracy"],
             test_acc=test["accuracy"],
-            test_images=len(splits.test_y),
-            per_class_acc=test["per_class_acc"],
-            confusion=test["confusion"],
-            wrong_indices=test["wrong_indices"],
-            wrong_pred=test["wrong_pred"],
+            test_images=test["images"],
+            partial=test.get("partial", False),
+            per_class_acc=test.get("per_class_acc", []),
+            confusion=test.get("confusion", []),
+            wrong_indices=test.get("wrong_indices", []),
+            wrong_pred=test.get("wrong_pred", []),
         ),
         message=out.message,
         dataset=dataset_info(splits),
@@ -126,3 +141,32 @@ def failed_record(
         created=started or time.time(),
         traceback="".join(traceback.format_exception(err, limit=5)),
     )
+
+
+def execute(
+    cfg: TrainConfig,
+    splits: Splits,
+    store: RunStore,
+    *,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    cache_dir=None,
+    progress=None,
+    run_id: str | None = None,
+) -> RunRecord:
+    """Runs cfg and saves the run, also when it stops, diverges or fails; returns the saved record."""
+    run_id = run_id or new_run_id(cfg)
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+
+    def keep_row(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    try:
+        record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id)
+    except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
+        record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
+    store.save(record)
+    return record

@@ -20,6 +20,8 @@ from ui.common import framed, get_splits, pixelated_images, settings, store
 framed("pages/compare.py")
 
 st.title("Compare runs")
+if flash := st.session_state.pop("flash", None):  # the outcome of an import or delete, across the rerun
+    st.success(flash)
 runs_store = store()
 runs = runs_store.runs()
 for warning in runs_store.warnings:
@@ -30,7 +32,7 @@ with st.expander("Import runs from a JSON export"):
     if upload is not None and st.button("Import", key="do_import"):
         try:
             added = runs_store.import_json(upload.getvalue())
-            st.success(f"Imported {len(added)} run(s).")
+            st.session_state["flash"] = f"Imported {len(added)} run(s)."
             st.rerun()
         except StoreError as err:
             st.error(f"Nothing imported: {err}")
@@ -152,5 +154,5 @@ sure = st.checkbox("Yes, delete these runs for good", key="sure")
 if st.button("Delete", disabled=not (doomed and sure), icon=":material/delete:", key="delete"):
     for run_id in doomed:
         runs_store.delete(run_id)
-    st.success(f"Deleted {len(doomed)} run(s).")
+    st.session_state["flash"] = f"Deleted {len(doomed)} run(s)."
     st.rerun()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.augment import PRESETS as AUGMENT_PRESETS
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
-from core.estimate import estimate_seconds
+from core.estimate import EstimateUnavailable, estimate_seconds
 from core.method import OPTIMISATION
 from core.models import REGISTRY, list_models, list_weight_files
 from core.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
@@ -100,11 +100,15 @@ if problem:
     st.error(f"**Cannot start:** {problem}")
 else:
     try:
-        seconds = estimate_seconds(cfg, splits, cache_dir=settings()["cache_dir"])
+        busy = bool(registry().running())
+        seconds = estimate_seconds(cfg, splits, cache_dir=settings()["cache_dir"], busy=busy)
         c[1].metric(
-            "Estimated time", f"{seconds / 60:.1f} min" if seconds > 90 else f"{seconds:.0f} s",
-            help="From a few timed steps on this device, times the run's steps; cached features cost nothing.",
+            "Estimated time", f"≈ {seconds / 60:.1f} min" if seconds > 90 else f"≈ {seconds:.0f} s",
+            help="Step times measured once on this device at an idle moment, times the run's steps; features "
+            "already cached cost nothing. The benchmark checks it against real runs (within ±30% for the presets).",
         )  # fmt: skip
+    except EstimateUnavailable:
+        c[1].caption("Estimate: once no run is training (timing a step now would also time that run).")
     except Exception as err:  # an estimate must never block a run
         c[1].caption(f"No estimate ({type(err).__name__})")
     saved = store().find(cfg, splits.fingerprint)  # the cached result: shown, not recomputed

@@ -3,35 +3,18 @@ tiny registered model, so that a training test takes a fraction of a second."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from torch import nn
 
-from core.models import ModelEntry, register_model
+from tests.plugins import TINY, tiny_cnn  # noqa: F401  (TINY: re-exported for the tests)
 
 CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
-TINY = "tiny_cnn"
-
-
-def tiny_cnn() -> nn.Module:
-    """Two convolutions and a linear layer: enough for colour classes, ~1k parameters."""
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, 10),
-    )  # fmt: skip
-    return net
-
-
-def _split_tiny(m: nn.Module):
-    dim = m[-1].in_features
-    return nn.Sequential(*list(m)[:-1]), dim, m[3]
-
-
-register_model(TINY, ModelEntry(tiny_cnn, None, _split_tiny, "a tiny CNN for tests"))
+# Worker processes (core.worker) import these too, so that they know the tiny model.
+os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"
 
 
 def make_image(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:

@@ -78,7 +78,7 @@ def test_train_page_validates_and_starts_a_run_that_compare_lists(app_env):
     from ui.common import registry
 
     assert registry().wait(timeout=120)
-    job = registry().jobs()[-1]
+    job = registry().jobs()[0]  # newest first
     assert job.state == "finished", job.message
     at = open_page("pages/compare.py")
     assert job.run_id in at.multiselect(key="chosen").value
@@ -164,7 +164,7 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
     jobs = registry().jobs()
     assert len(jobs) == 8 and sum(j.state == "running" for j in jobs) <= 1
     assert registry().wait(timeout=240)
-    assert sorted(j.state for j in jobs) == ["finished"] * 8
+    assert sorted(j.state for j in registry().jobs()) == ["finished"] * 8
     assert len(store().runs()) == 8
     sessions[0].run()  # a session re-renders with the finished jobs listed
     assert not sessions[0].exception

@@ -1,12 +1,15 @@
-"""One real-browser test: the app served on a free port, driven by Playwright in Debian's Chromium.
+"""The real browser: the app served on a free port, driven by Playwright in Debian's Chromium.
 
-Opens every page, starts a 1-epoch run on the Train page, waits for it, and finds it on the Compare
-page. Screenshots of each page go to $SMALLDATA_SCREENSHOTS (default: ./screenshots, not committed).
+Every page is opened and every button clicked once, as a new user would: Resample on the Data page;
+Start, Stop and a run to its end on the Train page; download, export, import and delete on Compare.
+No page may show an exception. Screenshots go to $SMALLDATA_SCREENSHOTS (default ./screenshots).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,6 +38,7 @@ def server(dataset_dir, tmp_path):
         "SMALLDATA_DATASET": str(dataset_dir),
         "SMALLDATA_RUNS_DIR": str(tmp_path / "runs"),
         "SMALLDATA_CACHE_DIR": str(tmp_path / "cache"),
+        "SMALLDATA_PLUGINS": "tests.plugins",
         "PYTHONPATH": str(ROOT),
     }
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
@@ -55,42 +59,100 @@ def server(dataset_dir, tmp_path):
     proc.wait(timeout=10)
 
 
+def no_exception(page) -> None:
+    time.sleep(0.5)
+    errors = page.locator("[data-testid='stException']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def set_number(page, label: str, value: str) -> None:
+    box = page.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    time.sleep(0.8)
+
+
 @pytest.mark.slow
-def test_every_page_and_a_run_in_a_real_browser(server):
+def test_every_page_and_every_button_in_a_real_browser(server, tmp_path):
     url, runs_dir = server
     shots = Path(os.environ.get("SMALLDATA_SCREENSHOTS", ROOT / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
         page.goto(url)
         expect(page.get_by_role("heading", name="Small Data Lab")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Class balance of the labeled images")).to_be_visible(timeout=30_000)
+        no_exception(page)
         page.screenshot(path=shots / "home.png")
 
         page.get_by_role("link", name="Data and augmentations").first.click()
         expect(page.get_by_text("Pipeline A in torchvision")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("v2.RandomCrop(size=32, padding=4)").first).to_be_visible()
+        page.get_by_role("button", name="Resample").click()
+        expect(page.get_by_role("spinbutton", name="Seed", exact=True)).to_have_value("1", timeout=15_000)
+        no_exception(page)
         page.screenshot(path=shots / "data.png")
 
         page.get_by_role("link", name="Train").first.click()
         expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
-        for label, value in (("Epochs", "1"), ("Learning rate", "0.001")):
-            box = page.get_by_label(label, exact=True)
-            box.fill(value)
-            box.press("Enter")
-            time.sleep(1.0)
-        expect(page.get_by_text("Estimated time")).to_be_visible(timeout=30_000)
+        page.get_by_role("combobox", name="Preset").click()
+        page.get_by_role("option", name="notebook").click()
+        time.sleep(1.0)
+        page.get_by_role("combobox", name="Architecture").click()
+        page.get_by_role("option", name="tiny_cnn", exact=False).click()
+        time.sleep(1.0)
+        set_number(page, "Learning rate", "0.001")
+        set_number(page, "Epochs", "3000")
+        set_number(page, "Test check every N epochs (0: off)", "1")
         page.get_by_role("button", name="Start").click()
-        expect(page.get_by_text("saved as").first).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Job 1").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"epoch \d+/3000"))).to_be_visible(timeout=90_000)  # live progress
+        page.screenshot(path=shots / "train-running.png")
+        page.get_by_role("button", name="Stop").first.click()
+        time.sleep(3)
+        page.screenshot(path=shots / "train-stopped.png")
+        expect(page.get_by_text("saved as").first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("the last check before Stop").first).to_be_visible()
+        no_exception(page)
+        set_number(page, "Epochs", "2")
+        page.get_by_role("button", name="Start").click()
+        expect(page.get_by_text("saved as")).to_have_count(2, timeout=60_000)
+        no_exception(page)
         page.screenshot(path=shots / "train.png")
-        saved = list(runs_dir.glob("*.json"))
-        assert len(saved) == 1
+        assert len(list(runs_dir.glob("*.json"))) == 2
 
         page.get_by_role("link", name="Compare").first.click()
         expect(page.get_by_text("Results table")).to_be_visible(timeout=30_000)
-        # The run is selected for comparison by default, so its detail (confusion matrix) is drawn.
         expect(page.get_by_text("Confusion matrix")).to_be_visible(timeout=30_000)
-        expect(page.get_by_text("Learning curves")).to_be_visible()
+        with page.expect_download() as csv:
+            page.get_by_role("button", name="Download CSV").click()
+        assert "Model" in Path(csv.value.path()).read_text()
+        with page.expect_download() as exported:
+            page.get_by_role("button", name="Export selected runs (JSON)").click()
+        export = json.loads(Path(exported.value.path()).read_text())
+        assert len(export["runs"]) >= 1
         page.screenshot(path=shots / "compare.png")
+
+        page.get_by_text("Import runs from a JSON export").click()
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"runs": [{"run_id": "../x"}]}')
+        page.locator("input[type='file']").set_input_files(str(bad))
+        page.get_by_role("button", name="Import").click()
+        expect(page.get_by_text("Nothing imported").first).to_be_visible(timeout=15_000)
+        no_exception(page)
+
+        doomed = page.get_by_role("combobox", name="Runs to delete")
+        doomed.scroll_into_view_if_needed()
+        doomed.click()
+        doomed.press("ArrowDown")
+        doomed.press("Enter")
+        doomed.press("Escape")
+        time.sleep(1.0)
+        page.get_by_text("Yes, delete these runs for good").click()
+        delete = page.get_by_role("button", name="Delete")
+        expect(delete).to_be_enabled(timeout=15_000)
+        delete.click()
+        expect(page.get_by_text("Deleted 1 run(s)").first).to_be_visible(timeout=15_000)
+        no_exception(page)
+        assert len(list(runs_dir.glob("*.json"))) == 1
         browser.close()

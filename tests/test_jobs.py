@@ -1,76 +1,187 @@
-import threading
+"""The job queue (SQLite), the worker, and the supervisor that runs jobs in worker processes."""
 
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
 import torch
 
 from core.config import TrainConfig
-from core.jobs import JobRegistry, execute
+from core.jobs import JobRegistry
+from core.queue import JobQueue, QueueError, default_queue_path
 from core.store import RunStore
-from core.train import failure_advice
+from core.train import execute, failure_advice
+from core.worker import work
 from tests.conftest import TINY
 
 QUICK = dict(arch=TINY, epochs=1, batch_size=10, lr=1e-3, eval_every=0, device="cpu", n_labeled=30)
+LONG = QUICK | {"epochs": 100_000 // 10, "eval_every": 1, "eval_subset": 30}
 
 
-def test_eight_concurrent_submissions_queue_and_all_finish(splits, tmp_path):
-    store = RunStore(tmp_path / "runs")
-    gate = threading.Event()  # the first job waits here, so that the other seven are really queued
-    reg = JobRegistry(lambda cfg: (gate.wait(30), splits)[1], store, max_running=1)
-    jobs = []
-    threads = [
-        threading.Thread(target=lambda s=s: jobs.append(reg.submit(TrainConfig(**QUICK, seed=s)))) for s in range(8)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(reg.running()) == 1
-    waiting = [reg.queue_position(j.job_id) for j in jobs if j.state == "queued"]
-    assert sorted(waiting) == list(range(1, 8))
-    gate.set()
-    assert reg.wait(timeout=240)
-    assert sorted(j.state for j in jobs) == ["finished"] * 8
-    assert len(store.runs()) == 8 and len({r.config.seed for r in store.runs()}) == 8
+def test_queue_order_positions_claims_and_stops(tmp_path):
+    q = JobQueue(tmp_path / "q.sqlite")
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(3)]
+    assert [q.queue_position(i) for i in ids] == [1, 2, 3]
+    first = q.claim()
+    assert first.job_id == ids[0] and first.state == "running" and first.pid == os.getpid()
+    assert q.claim(ids[0]) is None  # nobody takes a job twice
+    assert q.request_stop(ids[1]) == "stopped" and q.queue_position(ids[2]) == 1  # left the queue
+    assert q.request_stop(ids[0]) == "stopping" and q.stop_requested(ids[0])
+    q.add_row(ids[0], {"index": 1, "unit": "epoch"})
+    q.set_note(ids[0], 0.5, "half way")
+    job = q.get(ids[0])
+    assert job.history == [{"index": 1, "unit": "epoch"}] and job.note == "half way" and not job.done
+    q.finish(ids[0], "stopped", "run-1", "")
+    assert q.get(ids[0]).done and q.count("queued") == 1 and q.request_stop(999) is None
 
 
-def test_stopping_queued_and_running_jobs(splits, tmp_path):
-    store = RunStore(tmp_path / "runs")
-    reg = JobRegistry(lambda cfg: splits, store, max_running=1)
-    first = reg.submit(TrainConfig(**QUICK | {"epochs": 5000}))
-    second = reg.submit(TrainConfig(**QUICK))
-    assert reg.queue_position(second.job_id) == 1
-    reg.stop(second.job_id)
-    assert second.state == "stopped" and reg.queue_position(second.job_id) is None
-    reg.stop(first.job_id)
-    assert reg.wait(timeout=120)
-    assert first.state == "stopped"
-    saved = store.runs()
-    assert len(saved) == 1 and saved[0].status == "stopped"  # the partial run is kept, marked stopped
+def test_a_worker_runs_a_queued_job_and_saves_it(dataset_dir, tmp_path):
+    runs = tmp_path / "runs"
+    q = JobQueue(default_queue_path(runs))
+    job_id = q.submit(TrainConfig(**QUICK | {"epochs": 3}), str(dataset_dir))
+    assert work(q.path, once=True, cache_dir=tmp_path / "cache") == 1
+    job = q.get(job_id)
+    assert job.state == "finished" and len(job.history) == 3 and job.run_id
+    assert RunStore(runs).load(job.run_id).status == "finished"
+    assert work(q.path, once=True) == 0  # nothing left
 
 
-def test_failures_are_saved_with_advice_and_the_registry_goes_on(splits, tmp_path, monkeypatch):
-    import core.jobs
+def test_a_job_whose_data_cannot_load_fails_with_the_reason(tmp_path):
+    q = JobQueue(tmp_path / "runs" / "queue.sqlite")
+    job_id = q.submit(TrainConfig(**QUICK), str(tmp_path / "no-such-dataset"))
+    work(q.path, once=True)
+    job = q.get(job_id)
+    assert job.state == "failed" and "does not exist" in job.message
+
+
+def test_a_corrupt_database_is_named_and_runs_are_safe(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "keep.json").write_text("{}")
+    default_queue_path(runs).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(QueueError, match="move queue.sqlite away"):
+        JobQueue(default_queue_path(runs))
+    assert (runs / "keep.json").read_text() == "{}"
+
+
+def test_failures_are_saved_with_advice(splits, tmp_path, monkeypatch):
+    import core.train
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     store = RunStore(tmp_path / "runs")
-    monkeypatch.setattr(core.jobs, "fit", out_of_memory)
+    monkeypatch.setattr(core.train, "fit", out_of_memory)
     record = execute(TrainConfig(**QUICK), splits, store)
     assert record.status == "failed" and "lower the batch size" in record.message
     assert store.load(record.run_id).status == "failed" and "OutOfMemoryError" in record.traceback
-
-    def broken_loader(cfg):
-        raise OSError("disk on fire")
-
-    reg = JobRegistry(broken_loader, store)
-    job = reg.submit(TrainConfig(**QUICK))
-    assert reg.wait(timeout=30) and job.state == "failed" and "disk on fire" in job.message
-    monkeypatch.undo()
-    reg2 = JobRegistry(lambda cfg: splits, store)
-    later = reg2.submit(TrainConfig(**QUICK))
-    assert reg2.wait(timeout=60) and later.state == "finished"
 
 
 def test_failure_advice():
     assert "batch size" in failure_advice(MemoryError())
     assert "ValueError" in failure_advice(ValueError("bad"))
+
+
+@pytest.fixture
+def registries():
+    """Makes registries and, whatever a test asserts, ends every worker they started."""
+    made = []
+
+    def make(*args, **kwargs) -> JobRegistry:
+        made.append(JobRegistry(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for reg in made:
+        reg.close(kill=True)
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_killed_worker_is_interrupted_with_history_and_the_next_job_runs(dataset_dir, tmp_path, registries):
+    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+    long = reg.submit(TrainConfig(**LONG))
+    short = reg.submit(TrainConfig(**QUICK))
+    assert wait_for(lambda: len(reg.get(long.job_id).history) >= 2)
+    assert reg.queue_position(short.job_id) == 1 and reg.get(short.job_id).state == "queued"  # one at a time
+    os.kill(reg.get(long.job_id).pid, signal.SIGKILL)  # the kernel's OOM killer, or a segfault
+    assert reg.wait(timeout=90)
+    dead, nxt = reg.get(long.job_id), reg.get(short.job_id)
+    assert dead.state == "interrupted" and "interrupted" in dead.message
+    saved = reg.store.load(dead.run_id)
+    assert saved.status == "interrupted" and len(saved.history) >= 2  # the history is kept
+    assert nxt.state == "finished" and reg.store.load(nxt.run_id).status == "finished"
+
+
+@pytest.mark.slow
+def test_a_restarted_server_runs_the_jobs_queued_before(dataset_dir, tmp_path, registries):
+    before = registries(tmp_path / "runs", str(dataset_dir), start=False)  # a server that dies at once
+    ids = [before.submit(TrainConfig(**QUICK, seed=s)).job_id for s in range(2)]
+    assert [before.get(i).state for i in ids] == ["queued", "queued"]
+    del before
+    after = registries(tmp_path / "runs", str(dataset_dir), max_running=2, cache_dir=tmp_path / "cache")
+    assert after.wait(timeout=120)
+    assert [after.get(i).state for i in ids] == ["finished", "finished"]
+    assert len(after.store.runs()) == 2
+    after.close()
+
+
+@pytest.mark.slow
+def test_stop_takes_effect_within_two_seconds(dataset_dir, tmp_path, registries):
+    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+    job = reg.submit(TrainConfig(**LONG))
+    assert wait_for(lambda: len(reg.get(job.job_id).history) >= 1)
+    t = time.time()
+    assert reg.stop(job.job_id) == "stopping"
+    assert wait_for(lambda: reg.get(job.job_id).done, timeout=10)
+    assert time.time() - t < 2.0
+    done = reg.get(job.job_id)
+    saved = reg.store.load(done.run_id)
+    assert done.state == saved.status == "stopped" and saved.metrics.partial
+
+
+@pytest.mark.slow
+def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir, tmp_path):
+    q = JobQueue(default_queue_path(tmp_path / "runs"))
+    reg = JobRegistry(tmp_path / "runs", str(dataset_dir), max_running=1, grace_s=1.0, start=False)
+    job_id = q.submit(TrainConfig(**QUICK), str(dataset_dir))
+    q.claim(job_id)
+    with sqlite3.connect(q.path) as db:  # pretend a worker (a sleeping process) holds the job
+        import subprocess
+        import sys
+
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (sleeper.pid, job_id))
+    q.request_stop(job_id)
+    time.sleep(1.2)
+    reg.tick()  # past the grace period: the worker is killed
+    assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    reg.tick()  # its job is saved as stopped, with what it had
+    assert q.get(job_id).state == "stopped" and reg.store.load(q.get(job_id).run_id).status == "stopped"
+
+
+@pytest.mark.slow
+def test_a_job_runs_as_a_ray_task(dataset_dir, tmp_path, monkeypatch, registries):
+    import ray
+
+    monkeypatch.setenv("SMALLDATA_EXECUTOR", "ray")
+    reg = registries(tmp_path / "runs", str(dataset_dir), cache_dir=tmp_path / "cache")
+    assert reg.executor == "ray"
+    job = reg.submit(TrainConfig(**QUICK | {"epochs": 2}))
+    try:
+        assert reg.wait(timeout=240), reg.get(job.job_id)
+        done = reg.get(job.job_id)
+        assert done.state == "finished", done.message
+        assert reg.store.load(done.run_id).status == "finished" and len(done.history) == 2
+    finally:
+        ray.shutdown()

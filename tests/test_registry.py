@@ -86,11 +86,12 @@ def test_the_cli_offers_a_registered_method(toy, dataset_dir, tmp_path, capsys):
     assert summary["steps"] == 4 and "step    4/4" in out.err
 
 
-def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, monkeypatch):
+def open_toy_page(dataset_dir, tmp_path, monkeypatch):
     from tests.test_app import open_page
 
     monkeypatch.setenv("SMALLDATA_DATASET", str(dataset_dir))
     monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SMALLDATA_PLUGINS", "tests.plugins,tests.toy_plugin")  # the worker process learns it too
     import streamlit as st
 
     st.cache_resource.clear()
@@ -100,9 +101,22 @@ def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, m
     assert not at.exception, at.exception
     assert at.number_input(key="rounds_nearest_mean_plain").value == 2
     assert "Learning rate" not in {w.label for w in at.number_input}  # it declares no optimisation fields
+    assert not at.button(key="start").disabled
+    return at
+
+
+def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, monkeypatch):
+    open_toy_page(dataset_dir, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_a_registered_method_runs_from_the_train_page_in_a_worker(toy, dataset_dir, tmp_path, monkeypatch):
+    at = open_toy_page(dataset_dir, tmp_path, monkeypatch)
     at.button(key="start").click().run()
     from ui.common import registry
 
     assert registry().wait(timeout=60)
-    job = registry().jobs()[-1]
-    assert job.state == "finished" and job.record.method == "nearest_mean" and job.unit == "step"
+    job = registry().jobs()[0]
+    assert job.state == "finished", job.message
+    record = registry().store.load(job.run_id)
+    assert record.method == "nearest_mean" and record.unit == "step" and len(record.history) == 2

@@ -138,3 +138,16 @@ def test_flip_averaged_features_reach_self_training(splits, checkpoint, tmp_path
     assert len(plain) == len(flipped) == 3  # labeled, test, unlabeled
     unlabeled = [[t for t in group if len(t) == len(splits.unlabeled_x)][0] for group in (plain, flipped)]
     assert not torch.equal(*unlabeled)
+
+
+def test_stop_during_feature_extraction_ends_the_run_at_once(splits, checkpoint, tmp_path):
+    """Stop is asked before every batch of the feature extraction, not only between training steps."""
+    notes = []
+
+    def progress(fraction, text):
+        notes.append(text)
+
+    record = fit(selftrain_cfg(checkpoint, "labelspread", "recommended"), splits, cache_dir=tmp_path,
+                 progress=progress, should_stop=lambda: len(notes) > 0)  # fmt: skip
+    assert record.status == "stopped" and "feature extraction" in record.message
+    assert len(notes) == 1 and record.history == [] and record.metrics.test_acc is None

@@ -47,10 +47,13 @@ def test_stop_request_is_honoured_between_steps(splits):
         calls["n"] += 1
         return calls["n"] > 4  # 3 steps an epoch: the second step of epoch 2
 
-    record = fit(TrainConfig(**FAST | {"epochs": 50}), splits, should_stop=should_stop)
+    record = fit(TrainConfig(**FAST | {"epochs": 50, "eval_every": 1}), splits, should_stop=should_stop)
     assert record.status == "stopped" and len(record.history) == 1
     assert "epoch 2" in record.message and calls["n"] == 5
-    assert record.metrics.test_acc is not None  # the partial model is still evaluated
+    # Stop takes effect at once: no full test pass, the last check stands in, marked partial
+    assert record.metrics.partial and record.metrics.test_acc == record.history[-1]["test_acc"]
+    assert record.metrics.test_images == 30 and "full test pass was skipped" in record.message
+    assert record.metrics.train_acc is not None
 
 
 def test_nan_loss_is_detected_with_advice():

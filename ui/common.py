@@ -52,15 +52,10 @@ def try_splits(n_labeled: int | None = None) -> Splits | None:
 
 
 @st.cache_resource
-def get_registry(runs_dir: str, max_jobs: int) -> JobRegistry:
-    """One job registry per server process: runs survive reruns, page switches, reloads and tabs."""
-    cache = default_cache_dir()
-    return JobRegistry(
-        lambda cfg: get_splits(dataset_from_env(), cfg.n_labeled),
-        RunStore(Path(runs_dir)),
-        max_running=max_jobs,
-        cache_dir=cache,
-    )
+def get_registry(runs_dir: str, dataset: str, max_jobs: int) -> JobRegistry:
+    """One supervisor per server process over the queue in the runs folder: runs happen in worker
+    processes and survive reruns, page switches, reloads, tabs and server restarts."""
+    return JobRegistry(Path(runs_dir), dataset, max_running=max_jobs, cache_dir=default_cache_dir())
 
 
 def registry() -> JobRegistry:
@@ -69,7 +64,7 @@ def registry() -> JobRegistry:
         max_jobs = max(1, int(s["max_jobs"]))
     except ValueError:
         max_jobs = 1
-    return get_registry(s["runs_dir"], max_jobs)
+    return get_registry(s["runs_dir"], s["dataset"], max_jobs)
 
 
 def store() -> RunStore:
@@ -91,8 +86,8 @@ def show_sidebar() -> None:
             f"- **Weights** (`SMALLDATA_WEIGHTS_DIR`): `{s['weights_dir']}`\n"
             f"- **Device**: {device_label()}"
         )
-        jobs = registry().jobs()
-        running = [j for j in jobs if j.state == "running"]
+        jobs = registry().queue.jobs(active_only=True)
+        running = [j for j in jobs if j.state in ("running", "stopping")]
         queued = [j for j in jobs if j.state == "queued"]
         if running or queued:
             st.info(f"{len(running)} run(s) training, {len(queued)} waiting")

@@ -28,7 +28,7 @@ FROZEN_128 = dict(
 def probe(ctx: RunContext) -> Outcome:
     cfg, s = ctx.cfg, ctx.splits
     t = time.perf_counter()
-    features = feature_cache(cfg, s, ctx.model, ctx.device, ctx.bf16, ctx.cache_dir, ctx.progress)
+    features = feature_cache(cfg, s, ctx.model, ctx.device, ctx.bf16, ctx.cache_dir, ctx.progress, ctx.should_stop)
     train_f, train_y, test_f = labeled_and_test_features(cfg, s, features)
     features_s = time.perf_counter() - t
     head = StandardizedHead.fitted_to(ctx.model.head, train_f).to(ctx.device)

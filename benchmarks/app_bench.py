@@ -1,0 +1,139 @@
+"""The app's side of `python -m core bench` (it needs Streamlit and Playwright, which core must not
+import): prints one JSON object.
+
+- rerun: the Train page's script time (AppTest) idle and while a run trains in a worker process;
+- browser: the same run from the CLI, and queued in the app with its Train page open in Chromium.
+
+Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--epochs N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.jobs import JobRegistry  # noqa: E402
+from core.registry import preset  # noqa: E402
+
+CHROMIUM = os.environ.get("SMALLDATA_CHROMIUM", "/usr/bin/chromium")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def page_rerun_seconds(reruns: int) -> float:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/train.py")
+    at.run()
+    times = []
+    for _ in range(reruns):
+        t = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t)
+    assert not at.exception, at.exception
+    return statistics.median(times)
+
+
+def rerun_while_training(dataset: str, cache: Path, reruns: int) -> dict[str, float]:
+    runs = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
+    os.environ |= {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
+    page_rerun_seconds(1)  # warm: the dataset, the estimate's step timings
+    idle = page_rerun_seconds(reruns)
+    reg = JobRegistry(runs, dataset, cache_dir=cache)
+    job = reg.submit(preset("scratch", "notebook", epochs=1000, eval_every=0))
+    while len(reg.get(job.job_id).history) < 1:
+        time.sleep(0.5)
+    busy = page_rerun_seconds(reruns)
+    reg.stop(job.job_id)
+    reg.wait(timeout=60)
+    reg.close()
+    log(f"  Train page rerun: idle {idle:.3f}s, while a run trains {busy:.3f}s")
+    return {"rerun_idle_s": idle, "rerun_busy_s": busy, "rerun_ratio": busy / idle}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
+    from playwright.sync_api import sync_playwright
+
+    args = ["--method", "scratch", "--preset", "notebook", "--epochs", str(epochs), "--eval-every", "0"]
+    cli_runs = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    out = subprocess.run([sys.executable, "-m", "core", "train", *args, "--dataset", dataset, "--runs-dir",
+                          str(cli_runs), "--cache-dir", str(cache), "--json"],
+                         capture_output=True, text=True, cwd=ROOT, check=True)  # fmt: skip
+    cli_s = json.loads(out.stdout)["seconds"]
+    log(f"  CLI run: {cli_s:.1f}s")
+
+    runs = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    port = free_port()
+    env = os.environ | {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs),
+                        "SMALLDATA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
+         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            for _ in range(120):
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/train")
+                    break
+                except Exception:
+                    time.sleep(0.5)
+            page.get_by_role("heading", name="Train").wait_for(timeout=120_000)
+            # Queued as the Start button does; the server's own supervisor starts the worker.
+            reg = JobRegistry(runs, dataset, cache_dir=cache, start=False)
+            cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0)
+            job = reg.submit(cfg)
+            page.reload()
+            page.get_by_text(f"Job {job.job_id}").first.wait_for(timeout=120_000)
+            while not reg.get(job.job_id).done:
+                time.sleep(0.5)
+            page.get_by_text("saved as").first.wait_for(timeout=60_000)
+            browser.close()
+        app_s = reg.store.load(reg.get(job.job_id).run_id).timings["total_s"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log(f"  app run with its Train page open in Chromium: {app_s:.1f}s")
+    return {"cli_s": cli_s, "app_open_page_s": app_s, "app_vs_cli": app_s / cli_s}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args()
+    cache = Path(a.cache_dir)
+    result = rerun_while_training(a.dataset, cache, 3 if a.quick else 7)
+    result |= browser_vs_cli(a.dataset, cache, 1 if a.quick else a.epochs)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

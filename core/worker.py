@@ -1,0 +1,103 @@
+"""A worker: a process that takes jobs from the queue (core.queue), runs each with `execute` and
+saves it to the run store beside the queue. `python -m core worker [--once] [--job ID]`.
+
+The app starts one worker process per job (core.jobs); a worker can also run on its own, for
+example on a GPU machine that shares the runs folder. The server never trains.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from core.data import DataError, load_splits
+from core.queue import JobInfo, JobQueue
+from core.store import RunStore
+from core.train import execute, failure_advice
+
+STOP_POLL_S = 0.2  # how often a running job asks the database whether Stop was pressed
+NOTE_EVERY_S = 0.5  # progress notes (feature extraction, the test pass) at most this often
+HEARTBEAT_S = 2.0
+
+
+def load_plugins() -> None:
+    """Modules named in $SMALLDATA_PLUGINS (comma-separated) are imported: they may register models
+    and methods, which a worker must know as well as the app that queued the job."""
+    for name in filter(None, (p.strip() for p in os.environ.get("SMALLDATA_PLUGINS", "").split(","))):
+        importlib.import_module(name)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | None) -> str:
+    """Runs one claimed job to its end and records it in the queue; returns its final state."""
+    done = threading.Event()
+
+    def heartbeat() -> None:  # lets other machines tell a live worker from a dead one
+        while not done.wait(HEARTBEAT_S):
+            queue.beat(job.job_id)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    last = {"stop_check": 0.0, "stop": False, "note": 0.0}
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not last["stop"] and now - last["stop_check"] >= STOP_POLL_S:
+            last["stop_check"], last["stop"] = now, queue.stop_requested(job.job_id)
+        return last["stop"]
+
+    def note(fraction: float, text: str) -> None:
+        now = time.monotonic()
+        if now - last["note"] >= NOTE_EVERY_S or fraction >= 1.0:
+            last["note"] = now
+            queue.set_note(job.job_id, fraction, text)
+
+    try:
+        splits = load_splits(job.dataset, n_labeled=job.cfg.n_labeled, cache_dir=cache_dir, download=False)
+        record = execute(
+            job.cfg, splits, store, on_row=lambda row: queue.add_row(job.job_id, row), should_stop=should_stop,
+            cache_dir=cache_dir, progress=note,
+        )  # fmt: skip
+        queue.finish(job.job_id, record.status, record.run_id, record.message)
+        return record.status
+    except (DataError, OSError, ValueError, RuntimeError) as err:  # before the run: nothing to save
+        queue.finish(job.job_id, "failed", None, failure_advice(err))
+        return "failed"
+    finally:
+        done.set()
+
+
+def work(
+    queue_path: Path,
+    *,
+    once: bool = False,
+    job_id: int | None = None,
+    threads: int | None = None,
+    cache_dir: Path | None = None,
+    poll_s: float = 1.0,
+) -> int:
+    """Takes jobs until there are none (once=True) or forever; returns how many it ran."""
+    load_plugins()
+    set_threads(threads)
+    queue = JobQueue(queue_path)
+    store = RunStore(Path(queue_path).parent)
+    ran = 0
+    while True:
+        job = queue.claim(job_id)
+        if job is None:
+            if once or job_id is not None:
+                return ran
+            time.sleep(poll_s)
+            continue
+        run_job(queue, job, store, cache_dir)
+        ran += 1
+        if once or job_id is not None:
+            return ran
