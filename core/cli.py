@@ -27,7 +27,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=[*list_methods(), "semi"], default="scratch",
                    help="the method (core.registry); 'semi' with --semi ALGO is the older spelling")  # fmt: skip
     p.add_argument("--semi", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--preset", default=None, help=f"one of {', '.join(list_presets())} (default: the method's own)")
+    p.add_argument("--preset", default=None,
+                   help=f"one of {', '.join(list_presets())} (default: notebook where the method has one)")  # fmt: skip
     defaults = TrainConfig()
     for name, spec in FIELD_SPECS.items():
         if name == "method":
@@ -113,7 +114,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if method == "semi":  # the spelling before the method registry
         method = args.semi or "selftrain"
     overrides = {name: getattr(args, name) for name in FIELD_SPECS if name != "method"}
-    return preset(method, args.preset or default_preset(method), **overrides)
+    # Without --preset the CLI runs the notebook's recipe where the method has one (as it always has).
+    name = args.preset or ("notebook" if "notebook" in list_presets(method) else default_preset(method))
+    return preset(method, name, **overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -66,6 +66,35 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     return sorted(times)[1]  # the median: one slow step (another process, the GC) does not count
 
 
+def _measure_head_step(dim: int = 1280, batch: int = 100) -> float:
+    """One optimiser step of a linear head on standardised features (what frozen methods train)."""
+    head = torch.nn.Linear(dim, 10)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, dim), torch.randint(0, 10, (batch,))
+    t = time.perf_counter()
+    for _ in range(30):
+        loss = F.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t) / 30
+
+
+def _measure_graph(sizes: tuple[int, int]) -> tuple[float, float]:
+    """(quadratic, linear) seconds of the kNN graph: its similarity blocks grow with n^2, PCA with n."""
+    from core.graph import knn_graph
+
+    times = []
+    for n in sizes:
+        feats = torch.randn(n, 1280)
+        t = time.perf_counter()
+        knn_graph(feats, 10)
+        times.append(time.perf_counter() - t)
+    # t = a n^2 + b n at both sizes
+    a = (times[1] / sizes[1] - times[0] / sizes[0]) / (sizes[1] - sizes[0])
+    return max(a, 0.0), max((times[0] - a * sizes[0] ** 2) / sizes[0], 0.0)
+
+
 class StepTimings:
     """Measured step times, kept in memory and in cache_dir/timings.json, so that they are measured
     once, at an idle moment: a timing taken while a run trains would time that run as well."""
@@ -81,24 +110,54 @@ class StepTimings:
 
     def get(self, arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool, busy: bool) -> float:
         key = f"{torch.__version__}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
+        return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train))
+
+    def head_step(self, busy: bool) -> float:
+        return self._known(f"{torch.__version__}|head", busy, _measure_head_step)
+
+    def graph(self, n: int, busy: bool) -> float:
+        # Measured at up to 20,000 nodes: large enough that memory traffic counts as it will at 50,000
+        # (3 s in all, once), and no larger than the pool itself.
+        big = max(400, min(n, 20_000))
+        sizes = (big // 4, big)
+        ka, kb = f"{torch.__version__}|graph_n2|{sizes}", f"{torch.__version__}|graph_n|{sizes}"
+        if ka not in self.known or kb not in self.known:
+            if busy:
+                raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
+            self.known[ka], self.known[kb] = _measure_graph(sizes)
+            self._save()
+        return self.known[ka] * n * n + self.known[kb] * n
+
+    def _known(self, key: str, busy: bool, measure) -> float:
         if key not in self.known:
             if busy:
                 raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
-            self.known[key] = _measure(arch, resolution, batch, device, bf16, train)
-            if self.path is not None:
-                try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = self.path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(self.known))
-                    tmp.replace(self.path)
-                except OSError:
-                    pass  # a read-only cache folder: the timing stays in memory
+            self.known[key] = measure()
+            self._save()
         return self.known[key]
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.known))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # a read-only cache folder: the timings stay in memory
 
 
 @lru_cache(maxsize=8)
 def step_timings(cache_dir: str | None) -> StepTimings:
     return StepTimings(Path(cache_dir) if cache_dir else None)
+
+
+def _measure_startup(cfg: TrainConfig) -> float:
+    t = time.perf_counter()
+    weights = cfg.weights if cfg.weights != "imagenet" else ""  # a download is not a cost of the run
+    create_model(cfg.arch, 10, weights, cfg.resolution, cfg.normalize)
+    return time.perf_counter() - t
 
 
 class MeasuredTiming:
@@ -121,6 +180,17 @@ class MeasuredTiming:
         batch = 64 if self.device.type == "cpu" else 1024
         return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, False, self.busy) / batch
 
+    def head_step(self) -> float:
+        return self.steps.head_step(self.busy)
+
+    def graph(self, n: int) -> float:
+        return self.steps.graph(n, self.busy)
+
+    def startup(self, cfg: TrainConfig) -> float:
+        """Building the model and loading its weights (about a second for an ImageNet backbone)."""
+        key = f"{torch.__version__}|startup|{cfg.arch}|{bool(cfg.weights)}"
+        return self.steps._known(key, self.busy, lambda: _measure_startup(cfg))
+
     def features_cached(self, cfg: TrainConfig, what: str) -> bool:
         if self.splits is None or self.cache_dir is None:
             return False
@@ -139,4 +209,5 @@ def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = 
     """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded). busy: a run
     is training now, so an unknown step time raises EstimateUnavailable instead of being measured."""
     sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x))
-    return get_method(cfg.method).estimate(cfg, sizes, MeasuredTiming(cfg, splits, cache_dir, busy))
+    timing = MeasuredTiming(cfg, splits, cache_dir, busy)
+    return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)

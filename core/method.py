@@ -111,6 +111,10 @@ class Timing(Protocol):
 
     def features_cached(self, cfg: TrainConfig, what: str) -> bool: ...
 
+    def head_step(self) -> float: ...
+
+    def graph(self, n: int) -> float: ...
+
 
 @dataclass(frozen=True)
 class DataSizes:

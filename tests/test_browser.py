@@ -57,6 +57,12 @@ def server(dataset_dir, tmp_path):
     yield f"http://127.0.0.1:{port}", tmp_path / "runs"
     proc.terminate()
     proc.wait(timeout=10)
+    # Workers outlive a server by design (a restart must not lose runs); a test ends its own.
+    from core.queue import JobQueue
+
+    for job in JobQueue(tmp_path / "runs" / "queue.sqlite").jobs(active_only=True):
+        if job.pid:
+            os.kill(job.pid, 9)
 
 
 def no_exception(page) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from core.config import TrainConfig
 from core.graph import knn_graph, label_spread
-from core.method import FROZEN, OPTIMISATION, Outcome, RunContext
+from core.method import FROZEN, OPTIMISATION, DataSizes, Outcome, RunContext, Timing
 from core.methods.selftrain import PSEUDO, FrozenSemi
 from core.methods.transfer import FROZEN_128
 from core.pseudo import Proposer, curriculum, self_train
@@ -38,6 +39,10 @@ class LabelSpread(FrozenSemi):
         # validation split of 2,000 unlabeled images (core.data.validation_splits), never on the test set.
         "recommended": FROZEN_128 | dict(epochs=20, rounds=1, threshold=0.0, per_class=2000, knn=10),
     }
+
+    def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
+        pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
+        return super().estimate(cfg, sizes, timing) + timing.graph(pool + min(cfg.n_labeled, sizes.labeled))
 
     def run(self, ctx: RunContext) -> Outcome:
         return self_train(ctx, spread_first(ctx))

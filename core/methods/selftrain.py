@@ -29,7 +29,7 @@ class FrozenSemi(Method):
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         accepted = min(pool, cfg.per_class * 10) if cfg.per_class else pool
-        rounds = self.total_units(cfg) * head_seconds(cfg, min(cfg.n_labeled, sizes.labeled) + accepted)
+        rounds = self.total_units(cfg) * head_seconds(cfg, min(cfg.n_labeled, sizes.labeled) + accepted, timing)
         return probe_seconds(cfg, sizes, timing) + features_seconds(cfg, pool, "unlabeled", timing) + rounds
 
 
