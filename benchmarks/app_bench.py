@@ -1,7 +1,8 @@
 """The app's side of `python -m core bench` (it needs Streamlit and Playwright, which core must not
 import): prints one JSON object.
 
-- rerun: the Train page's script time (AppTest) idle and while a run trains in a worker process;
+- rerun: the Train page's script time (AppTest) while a run trains in a worker process, and idle
+  afterwards with the same job on the page;
 - browser: the same run from the CLI, and queued in the app with its Train page open in Chromium.
 
 Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--epochs N] [--quick]
@@ -53,15 +54,16 @@ def rerun_while_training(dataset: str, cache: Path, reruns: int) -> dict[str, fl
     runs = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
     os.environ |= {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
     page_rerun_seconds(1)  # warm: the dataset, the estimate's step timings
-    idle = page_rerun_seconds(reruns)
     reg = JobRegistry(runs, dataset, cache_dir=cache)
     job = reg.submit(preset("scratch", "notebook", epochs=1000, eval_every=0))
-    while len(reg.get(job.job_id).history) < 1:
+    while len(reg.get(job.job_id).history) < 2:
         time.sleep(0.5)
     busy = page_rerun_seconds(reruns)
     reg.stop(job.job_id)
     reg.wait(timeout=60)
     reg.close()
+    # Idle: the same page with the same job on it (stopped now, its curves still drawn), nothing training.
+    idle = page_rerun_seconds(reruns)
     log(f"  Train page rerun: idle {idle:.3f}s, while a run trains {busy:.3f}s")
     return {"rerun_idle_s": idle, "rerun_busy_s": busy, "rerun_ratio": busy / idle}
 

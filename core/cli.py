@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--job", type=int, default=None, help="run this job only")
     worker.add_argument("--queue", default=None, help="the queue database (default RUNS_DIR/queue.sqlite)")
     worker.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    worker.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by N (0-19)")
     runs = sub.add_parser("runs", help="list saved runs")
     _add_common(runs)
     runs.add_argument("--json", action="store_true")
@@ -214,6 +215,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from core.queue import default_queue_path
     from core.worker import work
 
+    if args.nice:
+        os.nice(max(0, min(19, args.nice)))
     queue = Path(args.queue) if args.queue else default_queue_path(_runs_dir(args))
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     ran = work(queue, once=args.once, job_id=args.job, threads=args.threads, cache_dir=cache)

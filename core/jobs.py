@@ -207,13 +207,17 @@ class JobRegistry:
         return self.runs_dir / "logs" / f"job-{job_id}.log"
 
     def _worker_args(self, job: JobInfo) -> list[str]:
-        args = ["--queue", str(self.queue.path), "--job", str(job.job_id), "--threads", str(self.threads_per_job())]
+        # nice 10: the server and the browser answer at once when they need a core; training takes the rest.
+        args = ["--queue", str(self.queue.path), "--job", str(job.job_id), "--threads", str(self.threads_per_job()),
+                "--nice", "10"]  # fmt: skip
         return args + (["--cache-dir", str(self.cache_dir)] if self.cache_dir else [])
 
     def _start_process(self, job: JobInfo) -> None:
         threads = str(self.threads_per_job())
         # Before torch starts: OpenMP sizes its pool once, at the first parallel region.
-        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        # PASSIVE: OpenMP threads sleep at barriers instead of spinning, so a browser or the server taking a
+        # core for a moment costs the run that moment, not a whole parallel region.
+        env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         log_path = self._log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,12 +65,14 @@ def show_job(job: JobInfo, n_test: int) -> None:
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
-    """Rerun about twice per row of the fastest running job, between 1 and 5 s; None when idle."""
+    """Rerun about once per row of the fastest running job, between 1 and 10 s, and every 2 s in a
+    phase without rows (features, the final test pass); None when idle. Every rerun costs the CPU
+    that trains: on 2 cores, a redraw per second of a page slowed its own run tenfold."""
     active = [j for j in jobs if not j.done]
     if not active:
         return None
     per_row = [j.history[-1]["seconds"] / len(j.history) for j in active if j.history]
-    return min(5.0, max(1.0, min(per_row) / 2)) if per_row else 1.0
+    return min(10.0, max(1.0, min(per_row))) if per_row else 2.0
 
 
 def show_jobs(n_test: int, limit: int = 6) -> None:
