@@ -1,9 +1,11 @@
 """The job queue (SQLite), the worker, and the supervisor that runs jobs in worker processes."""
 
+import json
 import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from core.train import execute, failure_advice
 from core.worker import work
 from tests.conftest import TINY
 
+ROOT = Path(__file__).resolve().parent.parent
 QUICK = dict(arch=TINY, epochs=1, batch_size=10, lr=1e-3, eval_every=0, device="cpu", n_labeled=30)
 LONG = QUICK | {"epochs": 100_000 // 10, "eval_every": 1, "eval_subset": 30}
 
@@ -170,18 +173,37 @@ def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir,
     assert q.get(job_id).state == "stopped" and reg.store.load(q.get(job_id).run_id).status == "stopped"
 
 
-@pytest.mark.slow
-def test_a_job_runs_as_a_ray_task(dataset_dir, tmp_path, monkeypatch, registries):
-    import ray
+RAY_DRIVER = """
+import json, sys
+from core.config import TrainConfig
+from core.jobs import JobRegistry
+runs, dataset, cache, cfg = sys.argv[1:5]
+reg = JobRegistry(runs, dataset, cache_dir=cache)
+job = reg.submit(TrainConfig.from_json(cfg))
+finished = reg.wait(timeout=240)
+done = reg.get(job.job_id)
+print(json.dumps({"executor": reg.executor, "finished": finished, "state": done.state, "run_id": done.run_id,
+                  "rows": len(done.history), "message": done.message}))
+reg.close(kill=True)
+import ray
+ray.shutdown()
+"""
 
-    monkeypatch.setenv("SMALLDATA_EXECUTOR", "ray")
-    reg = registries(tmp_path / "runs", str(dataset_dir), cache_dir=tmp_path / "cache")
-    assert reg.executor == "ray"
-    job = reg.submit(TrainConfig(**QUICK | {"epochs": 2}))
-    try:
-        assert reg.wait(timeout=240), reg.get(job.job_id)
-        done = reg.get(job.job_id)
-        assert done.state == "finished", done.message
-        assert reg.store.load(done.run_id).status == "finished" and len(done.history) == 2
-    finally:
-        ray.shutdown()
+
+@pytest.mark.slow
+def test_a_job_runs_as_a_ray_task(dataset_dir, tmp_path):
+    """A local Ray instance runs one job; in a process of its own, since a Ray driver's runtime lives on
+    in its process after ray.shutdown (and ends that process when it loses its cluster)."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    env = os.environ | {"SMALLDATA_EXECUTOR": "ray", "PYTHONPATH": str(ROOT)}
+    cfg = TrainConfig(**QUICK | {"epochs": 2}).to_json()
+    out = subprocess.run([sys.executable, "-c", RAY_DRIVER, str(runs), str(dataset_dir), str(tmp_path / "c"), cfg],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=400)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["executor"] == "ray" and result["finished"], result
+    assert result["state"] == "finished" and result["rows"] == 2, result
+    assert RunStore(runs).load(result["run_id"]).status == "finished"
