@@ -88,14 +88,19 @@ def finish(
     bf16 = ctx.bf16 and images
     test_inputs = s.test_x if test_inputs is None else test_inputs
     train_inputs = s.labeled_x if train_inputs is None else train_inputs
-    if status == "stopped" and images:
+    test = None
+    if not (status == "stopped" and images):
+        try:
+            logits = predict(forward, test_inputs, ctx.device, bf16, uint8_images=images, progress=ctx.progress,
+                             should_stop=ctx.should_stop if images else None)  # fmt: skip
+            test = metrics(logits, s.test_y, ctx.n_classes) | {"images": len(s.test_y)}
+        except InterruptedError:  # Stop pressed during the final test pass
+            status, message = "stopped", "stopped by request during the final test pass"
+    if test is None:
         checks = [row["test_acc"] for row in history if row.get("test_acc") is not None]
         test = {"accuracy": checks[-1] if checks else None, "partial": True,
                 "images": min(ctx.cfg.eval_subset, len(s.test_y)) if checks else 0}  # fmt: skip
         message += "; test accuracy from the last check on a subset, the full test pass was skipped"
-    else:
-        logits = predict(forward, test_inputs, ctx.device, bf16, uint8_images=images, progress=ctx.progress)
-        test = metrics(logits, s.test_y, ctx.n_classes) | {"images": len(s.test_y)}
     eval_s = time.perf_counter() - t
     train = metrics(predict(forward, train_inputs, ctx.device, bf16, uint8_images=images), s.labeled_y, ctx.n_classes)
     timings = (timings or {}) | {"eval_s": eval_s}

@@ -118,3 +118,15 @@ def test_train_loop_only_updates_trainable_parameters():
     assert result.status == "finished" and len(result.history) == 3
     assert torch.equal(model[1].weight, frozen)
     assert not torch.equal(model[2].weight, torch.zeros_like(model[2].weight))
+
+
+def test_stop_during_the_final_test_pass_keeps_the_last_check(splits):
+    calls = {"n": 0}
+
+    def should_stop():  # 2 epochs of 3 steps ask 6 times; the 7th question comes from the final test pass
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    record = fit(TrainConfig(**FAST | {"epochs": 2, "eval_every": 1}), splits, should_stop=should_stop)
+    assert record.status == "stopped" and "final test pass" in record.message and len(record.history) == 2
+    assert record.metrics.partial and record.metrics.test_acc == record.history[-1]["test_acc"]
