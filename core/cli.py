@@ -189,8 +189,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from core.queue import JobQueue, default_queue_path
 
     jobs = JobQueue(default_queue_path(_runs_dir(args))).jobs()
-    rows = [{"job": j.job_id, "state": j.state, "method": j.cfg.method, "progress": round(job_fraction(j), 3),
-             "note": j.note, "run_id": j.run_id, "message": j.message} for j in jobs]  # fmt: skip
+    rows = [{"job": j.job_id, "kind": j.kind, "state": j.state, "method": j.cfg.method,
+             "progress": round(job_fraction(j), 3), "note": j.note, "run_id": j.run_id, "message": j.message}
+            for j in jobs]  # fmt: skip
     if args.json:
         print(json.dumps(rows))
     elif rows:

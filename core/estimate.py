@@ -211,3 +211,14 @@ def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = 
     sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x))
     timing = MeasuredTiming(cfg, splits, cache_dir, busy)
     return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)
+
+
+def final_pass_seconds(cfg: TrainConfig, n_test: int, cache_dir: Path | None = None) -> float | None:
+    """The final test pass of a run of cfg (for its share of the progress bar and the ETA): from step
+    timings measured at an idle moment, never measured now; None when they are not known yet."""
+    if not get_method(cfg.method).tests_images(cfg):
+        return 0.0  # a head on cached features
+    try:
+        return n_test * MeasuredTiming(cfg, None, cache_dir, busy=True).per_image(cfg.arch, cfg.resolution)
+    except EstimateUnavailable:
+        return None

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,42 @@ def pid_alive(pid: int | None) -> bool:
 
 def job_fraction(job: JobInfo) -> float:
     """Done so far: rows (epochs or rounds) of the rows a finished run has."""
+    if job.kind == "evaluate":
+        return job.note_fraction
     return min(1.0, len(job.history) / max(1, get_method(job.cfg.method).total_units(job.cfg)))
 
 
-def eta_seconds(job: JobInfo) -> float | None:
-    fraction = job_fraction(job)
-    if not job.history or job.state != "running" or fraction <= 0:
-        return None
-    return job.history[-1]["seconds"] * (1 - fraction) / fraction
+@dataclass(frozen=True)
+class Progress:
+    fraction: float  # of the whole run
+    text: str
+    eta_s: float | None = None
+
+
+def job_progress(job: JobInfo, final_pass_s: float | None) -> Progress:
+    """One bar for the whole run: the epochs or rounds (their rows' seconds include the periodic
+    checks) and then the final test pass, which takes final_pass_s (core.estimate.final_pass_seconds;
+    None: unknown yet) of the bar and of the ETA. Before the first row, feature extraction or the
+    worker's start-up shows its own note and fraction."""
+    if job.kind == "evaluate" or not job.history:
+        return Progress(min(1.0, job.note_fraction), job.note or "starting a worker...")
+    method = get_method(job.cfg.method)
+    total, rows = method.total_units(job.cfg), len(job.history)
+    train_s = job.history[-1]["seconds"]
+    done = min(1.0, rows / max(1, total))
+    train_left = train_s * (1 - done) / done
+    tail = final_pass_s or 0.0
+    testing = rows >= total and job.note.startswith("Final test pass")
+    tested = job.note_fraction if testing else 0.0
+    eta = None if final_pass_s is None else train_left + tail * (1 - tested)
+    fraction = (train_s + tail * tested) / max(1e-9, train_s + train_left + tail)
+    if testing:
+        text = job.note
+    elif rows >= total:
+        text = f"{method.unit} {rows}/{total} · final test pass"
+    else:
+        text = f"{method.unit} {rows}/{total}" + (f" · then the test pass, ≈ {tail:.0f} s" if tail >= 1 else "")
+    return Progress(min(1.0, fraction), text + (f" · ETA {eta:.0f} s" if eta is not None else ""), eta)
 
 
 class JobRegistry:
@@ -85,11 +114,15 @@ class JobRegistry:
 
     # ---- what the pages and the CLI call
 
-    def submit(self, cfg: TrainConfig) -> JobInfo:
-        job_id = self.queue.submit(cfg, self.dataset)
+    def submit(self, cfg: TrainConfig, *, kind: str = "train", run_id: str | None = None) -> JobInfo:
+        job_id = self.queue.submit(cfg, self.dataset, kind=kind, run_id=run_id)
         if not self._closed.is_set():
             self.tick()
         return self.queue.get(job_id)
+
+    def evaluate(self, run_id: str) -> JobInfo:
+        """Queues the full test pass of a saved run (core.evaluate), like any other job."""
+        return self.submit(self.store.load(run_id).config, kind="evaluate", run_id=run_id)
 
     def jobs(self, limit: int = 50) -> list[JobInfo]:
         return self.queue.jobs(limit=limit)
@@ -170,6 +203,10 @@ class JobRegistry:
     def _save_unfinished(self, job: JobInfo) -> None:
         """The worker died (SIGKILL, segfault, the OOM killer, or ended by us after Stop): keep its history."""
         stopped = job.stop_requested is not None
+        if job.kind == "evaluate":  # the saved run is only rewritten at the end of its pass: it is intact
+            state = "stopped" if stopped else "interrupted"
+            self.queue.finish(job.job_id, state, job.run_id, f"evaluation {state}: the run keeps its partial accuracy")
+            return
         status = "stopped" if stopped else "interrupted"
         message = (
             "stopped: the worker did not stop within the grace period and was ended; its history is kept"

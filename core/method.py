@@ -40,6 +40,7 @@ class RunContext:
     should_stop: StopFn | None = None
     cache_dir: Path | None = None
     progress: ProgressFn | None = None
+    keep_weights: Callable[[dict[str, torch.Tensor]], None] | None = None  # the run store's, for a stopped run
 
     @property
     def n_classes(self) -> int:
@@ -82,7 +83,8 @@ def finish(
     labeled images (or on their features, with images=False).
 
     A stopped run of a network on images skips the full test pass (minutes on a CPU: Stop must take
-    effect at once): its test accuracy is the last periodic check's, and the record says so."""
+    effect at once): its test accuracy is the last periodic check's, and the record says so. Its
+    weights are kept beside the record, so that the Compare page can evaluate it later (core.evaluate)."""
     s = ctx.splits
     t = time.perf_counter()
     bf16 = ctx.bf16 and images
@@ -101,6 +103,8 @@ def finish(
         test = {"accuracy": checks[-1] if checks else None, "partial": True,
                 "images": min(ctx.cfg.eval_subset, len(s.test_y)) if checks else 0}  # fmt: skip
         message += "; test accuracy from the last check on a subset, the full test pass was skipped"
+        if ctx.keep_weights and isinstance(forward, torch.nn.Module):
+            ctx.keep_weights(forward.state_dict())
     eval_s = time.perf_counter() - t
     train = metrics(predict(forward, train_inputs, ctx.device, bf16, uint8_images=images), s.labeled_y, ctx.n_classes)
     timings = (timings or {}) | {"eval_s": eval_s}
@@ -144,6 +148,11 @@ class Method:
 
     def total_units(self, cfg: TrainConfig) -> int:
         return cfg.epochs
+
+    def tests_images(self, cfg: TrainConfig) -> bool:
+        """Whether the final test pass runs the network on the test images (minutes on a CPU), rather
+        than a head on cached features (a blink)."""
+        return True
 
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         """Seconds the run will take on this device; the default: epochs of training steps and a test pass."""

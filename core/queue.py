@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     config TEXT NOT NULL,
     dataset TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'train',
     state TEXT NOT NULL DEFAULT 'queued',
     created REAL NOT NULL,
     started REAL,
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS rows (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 """
+KINDS = ("train", "evaluate")  # evaluate: the full test pass of a saved run (run_id), see core.evaluate
 
 
 class QueueError(RuntimeError):
@@ -62,6 +64,7 @@ class JobInfo:
     dataset: str
     state: str  # queued | running | stopping | finished | stopped | diverged | failed | interrupted
     created: float
+    kind: str = "train"
     started: float | None = None
     ended: float | None = None
     host: str | None = None
@@ -90,6 +93,9 @@ class JobQueue:
         try:
             with self._connect() as db:
                 db.executescript(SCHEMA)
+                columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+                if "kind" not in columns:  # a queue written before evaluation jobs existed
+                    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
         except sqlite3.DatabaseError as err:
             raise QueueError(
                 f"the job database {self.path} cannot be used ({err}). Saved runs are safe (they are JSON files "
@@ -113,10 +119,14 @@ class JobQueue:
 
     # ---- producers: the app, the CLI
 
-    def submit(self, cfg: TrainConfig, dataset: str) -> int:
+    def submit(self, cfg: TrainConfig, dataset: str, *, kind: str = "train", run_id: str | None = None) -> int:
+        """A training job, or (kind="evaluate") the full test pass of the saved run run_id."""
+        if kind not in KINDS or (kind == "evaluate") != (run_id is not None):
+            raise ValueError(f"a job is one of {KINDS}, and only an evaluate job names a run (got {kind}, {run_id})")
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO jobs (config, dataset, created) VALUES (?, ?, ?)", (cfg.to_json(), dataset, time.time())
+                "INSERT INTO jobs (config, dataset, kind, run_id, created) VALUES (?, ?, ?, ?, ?)",
+                (cfg.to_json(), dataset, kind, run_id, time.time()),
             )
             return int(cur.lastrowid)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from core.config import TrainConfig
 from core.record import RUN_ID, RecordError, RunRecord
@@ -50,13 +51,13 @@ class RunStore:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
 
-    def _path(self, run_id: str) -> Path:
+    def record_path(self, run_id: str) -> Path:
         if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             raise StoreError(f"invalid run id {run_id!r}")
         return self.root / f"{run_id}.json"  # the id's alphabet keeps it inside root
 
     def save(self, record: RunRecord) -> str:
-        path = self._path(record.run_id)
+        path = self.record_path(record.run_id)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{record.run_id}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -67,7 +68,7 @@ class RunStore:
         return record.run_id
 
     def load(self, run_id: str) -> RunRecord:
-        path = self._path(run_id)
+        path = self.record_path(run_id)
         if not path.exists():
             raise StoreError(f"no run {run_id!r} in {self.root}")
         return self._read(path)
@@ -98,7 +99,34 @@ class RunStore:
         return sorted(out, key=lambda r: r.created, reverse=True)
 
     def delete(self, run_id: str) -> None:
-        self._path(run_id).unlink(missing_ok=True)
+        self.record_path(run_id).unlink(missing_ok=True)
+        self.weights_path(run_id).unlink(missing_ok=True)
+
+    # ---- weights kept beside a record (a stopped run, so that it can be evaluated later)
+
+    def weights_path(self, run_id: str) -> Path:
+        return self.record_path(run_id).with_suffix(".pt")
+
+    def has_weights(self, run_id: str) -> bool:
+        return self.weights_path(run_id).is_file()
+
+    def save_weights(self, run_id: str, state: dict[str, Any]) -> Path:
+        """A state_dict beside the run's record, written as atomically as the record."""
+        path = self.weights_path(run_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{run_id}.{os.getpid()}.{secrets.token_hex(3)}.pt.tmp"
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_weights(self, run_id: str) -> dict[str, Any]:
+        path = self.weights_path(run_id)
+        if not path.is_file():
+            raise StoreError(f"run {run_id!r} kept no weights ({path.name} is missing): it cannot be evaluated again")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
+        except Exception as err:
+            raise StoreError(f"{path} cannot be read as a state_dict ({type(err).__name__}): delete it") from None
 
     def find(self, cfg: TrainConfig, fingerprint: str) -> RunRecord | None:
         """A finished run of exactly this config (seed included) on this dataset, if one is saved."""

@@ -46,8 +46,10 @@ def fit(
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     run_id: str | None = None,
+    keep_weights: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> RunRecord:
-    """Runs one config to the end (or stop, or divergence) and returns its run record."""
+    """Runs one config to the end (or stop, or divergence) and returns its run record.
+    keep_weights receives the network's state_dict of a stopped run whose test pass was skipped."""
     cfg = validate(cfg)
     method = get_method(cfg.method)
     if method.needs_unlabeled and len(splits.unlabeled_x) == 0:
@@ -69,7 +71,7 @@ def fit(
         if on_row:
             on_row(row)
 
-    ctx = RunContext(cfg, splits, model, device, bf16, keep_row, should_stop, cache_dir, progress)
+    ctx = RunContext(cfg, splits, model, device, bf16, keep_row, should_stop, cache_dir, progress, keep_weights)
     try:
         out = method.run(ctx)
     except InterruptedError as err:  # stopped before there was anything to evaluate (feature extraction)
@@ -165,7 +167,8 @@ def execute(
             on_row(row)
 
     try:
-        record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id)
+        record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id,
+                     keep_weights=lambda state: store.save_weights(run_id, state))  # fmt: skip
     except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
         record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
     store.save(record)

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from core.data import DataError, load_splits
+from core.evaluate import evaluate_saved
 from core.queue import JobInfo, JobQueue
-from core.store import RunStore
+from core.store import RunStore, StoreError
 from core.train import execute, failure_advice
 
 STOP_POLL_S = 0.2  # how often a running job asks the database whether Stop was pressed
@@ -62,6 +63,8 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
 
     try:
         splits = load_splits(job.dataset, n_labeled=job.cfg.n_labeled, cache_dir=cache_dir, download=False)
+        if job.kind == "evaluate":
+            return evaluate_job(queue, job, store, splits, note, should_stop)
         record = execute(
             job.cfg, splits, store, on_row=lambda row: queue.add_row(job.job_id, row), should_stop=should_stop,
             cache_dir=cache_dir, progress=note,
@@ -73,6 +76,21 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
         return "failed"
     finally:
         done.set()
+
+
+def evaluate_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, note, should_stop) -> str:
+    """The full test pass of a saved run; the run itself is only rewritten when the pass completes."""
+    try:
+        record = evaluate_saved(store, job.run_id, splits, progress=note, should_stop=should_stop)
+    except InterruptedError:
+        queue.finish(job.job_id, "stopped", job.run_id, "evaluation stopped: the run keeps its partial accuracy")
+        return "stopped"
+    except StoreError as err:
+        queue.finish(job.job_id, "failed", job.run_id, str(err))
+        return "failed"
+    message = f"evaluated on {record.metrics.test_images:,} test images: {record.metrics.test_acc:.1%}"
+    queue.finish(job.job_id, "finished", job.run_id, message)
+    return "finished"
 
 
 def work(

@@ -16,6 +16,7 @@ from core.charts import (
 from core.data import DataError
 from core.store import StoreError, results_table, runs_frame, same_test_set, to_markdown
 from ui.common import framed, get_splits, pixelated_images, settings, store
+from ui.jobs_view import offer_evaluation
 
 framed("pages/compare.py")
 
@@ -41,6 +42,7 @@ if not runs:
     st.info("No saved runs yet: start one on the Train page.")
     st.stop()
 
+offer_evaluation(runs)
 frame = runs_frame(runs)
 f1, f2, f3 = st.columns(3)
 methods = f1.multiselect("Method", sorted(frame["method"].unique()), key="f_method")

@@ -168,3 +168,28 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
     assert len(store().runs()) == 8
     sessions[0].run()  # a session re-renders with the finished jobs listed
     assert not sessions[0].exception
+
+
+def test_compare_offers_the_full_test_pass_of_a_stopped_run(app_env, splits):
+    """A run stopped before its final test pass shows its partial accuracy and "Evaluate now", which
+    queues the pass as a job; once it has run, the page shows the full evaluation."""
+    from core.config import TrainConfig
+    from core.train import execute
+    from ui.common import registry, store
+
+    rows = []
+    cfg = TrainConfig(arch=TINY, epochs=50, batch_size=10, eval_every=1, eval_subset=12, device="cpu", n_labeled=30)
+    run = execute(cfg, splits, store(), on_row=rows.append, should_stop=lambda: len(rows) >= 1)
+    at = open_page("pages/compare.py")
+    assert any("last periodic check" in w.value and run.run_id in w.value for w in at.warning)
+    at.button(key="evaluate").click().run()
+    assert not at.exception, at.exception
+    assert registry().wait(timeout=120)
+    job = registry().jobs()[0]
+    assert job.kind == "evaluate" and job.state == "finished", job.message
+    at.run()
+    assert not at.exception, at.exception
+    assert not any("last periodic check" in w.value for w in at.warning)
+    at.multiselect(key="chosen").select(run.run_id).run()
+    at.selectbox(key="detail").select(run.run_id).run()
+    assert any("Confusion matrix" in m.value for m in at.markdown)

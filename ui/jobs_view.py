@@ -7,12 +7,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core.charts import history_frame, learning_curves
-from core.jobs import eta_seconds, job_fraction
+from core.estimate import final_pass_seconds
+from core.evaluate import can_evaluate
+from core.jobs import job_progress
 from core.queue import JobInfo
 from core.record import RunRecord
-from core.registry import get_method
 from core.store import StoreError
-from ui.common import config_caption, registry
+from ui.common import config_caption, registry, settings
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -22,8 +23,15 @@ def _curves(job_id: int, rows: int, _job: JobInfo):
     return learning_curves(history_frame([record]), height=160)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def _saved(run_id: str) -> RunRecord | None:
+    try:  # the file's time is in the key: an evaluation (core.evaluate) rewrites the record
+        return _load(run_id, registry().store.record_path(run_id).stat().st_mtime_ns)
+    except (StoreError, OSError):
+        return None
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _load(run_id: str, mtime_ns: int) -> RunRecord | None:
     try:
         return registry().store.load(run_id)
     except StoreError:
@@ -32,30 +40,25 @@ def _saved(run_id: str) -> RunRecord | None:
 
 def show_job(job: JobInfo, n_test: int) -> None:
     reg = registry()
-    method = get_method(job.cfg.method)
-    total = method.total_units(job.cfg)
     head = st.columns([4, 1])
-    head[0].markdown(f"**Job {job.job_id}** · {config_caption(job.cfg)} · **{job.state}**")
+    what = f"evaluate `{job.run_id}` on the full test set" if job.kind == "evaluate" else config_caption(job.cfg)
+    head[0].markdown(f"**Job {job.job_id}** · {what} · **{job.state}**")
     if job.state == "queued":
         head[0].caption(f"Waiting: position {reg.queue_position(job.job_id)} in the queue")
-    if job.state in ("queued", "running") and head[1].button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:"):
-        reg.stop(job.job_id)
-        st.rerun(scope="fragment")
+    if job.state in ("queued", "running"):
+        # A callback: the stop is asked before the rerun draws anything, so this very rerun shows "stopping".
+        head[1].button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:", on_click=reg.stop, args=(job.job_id,))
     if job.state == "stopping":
         st.caption("Stopping: the run ends within a second or two and is saved as stopped, with its last test check.")
     if job.state == "running":
-        if job.history and len(job.history) < total:
-            eta = eta_seconds(job)
-            text = f"{method.unit} {len(job.history)}/{total}" + (f" · ETA {eta:.0f} s" if eta else "")
-            st.progress(job_fraction(job), text=text)
-        else:  # before the first row (features) and after the last (the final test pass): the phase's own bar
-            st.progress(min(1.0, job.note_fraction), text=job.note or "starting a worker...")
-    if job.history:
+        progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings()["cache_dir"]))
+        st.progress(progress.fraction, text=progress.text)
+    if job.history and job.kind == "train":
         st.altair_chart(_curves(job.job_id, len(job.history), job), width="content")
-    record = _saved(job.run_id) if job.done and job.run_id else None
+    record = _saved(job.run_id) if job.done and job.run_id and job.kind == "train" else None
     if record is not None and record.metrics.test_acc is not None:
         m = record.metrics
-        check = " (the last check before Stop)" if m.partial else ""
+        check = " (the last check before Stop: evaluate it in full from the Compare page)" if m.partial else ""
         st.markdown(
             f"Test accuracy **{m.test_acc:.1%}** on {m.test_images or n_test:,} images{check}, "
             f"train {m.train_acc:.1%} · saved as `{job.run_id}`"
@@ -96,3 +99,40 @@ def show_jobs(n_test: int, limit: int = 6) -> None:
         if job.done and job.job_id not in had_active:
             with st.container(border=True):
                 show_job(job, n_test)
+
+
+def offer_evaluation(runs: list[RunRecord]) -> None:
+    """Runs stopped before their final test pass: their partial accuracy, and "Evaluate now", which
+    queues each full pass as a job (core.evaluate) and follows its progress here."""
+    reg = registry()
+    pending = {j.run_id: j.job_id for j in reg.queue.jobs(active_only=True) if j.kind == "evaluate"}
+    if pending:
+        _follow_evaluations(sorted(pending.values()))
+    waiting = [r for r in runs if r.metrics.partial and r.run_id not in pending]
+    if not waiting:
+        return
+    able = [r for r in waiting if can_evaluate(reg.store, r)]
+    names = ", ".join(f"`{r.run_id}`" for r in waiting[:4]) + (" ..." if len(waiting) > 4 else "")
+    st.warning(
+        f"{len(waiting)} run(s) stopped before their final test pass: their test accuracy is the last periodic "
+        f"check on a subset of the test set ({names})."
+    )
+    if len(able) < len(waiting):
+        st.caption(f"{len(waiting) - len(able)} of them kept no weights (imported, or saved before runs kept them) "
+                   "and cannot be evaluated again.")  # fmt: skip
+    if able and st.button(
+        f"Evaluate {len(able)} now on the full test set", key="evaluate", icon=":material/fact_check:"
+    ):
+        for run in able:
+            reg.evaluate(run.run_id)
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def _follow_evaluations(job_ids: list[int]) -> None:
+    jobs = [j for j in (registry().get(i) for i in job_ids) if j is not None]
+    if all(j.done for j in jobs):
+        st.rerun()  # the whole page, with the new metrics
+    for job in jobs:
+        text = job.note if job.state == "running" and job.note else f"waiting for a worker ({job.state})"
+        st.progress(min(1.0, job.note_fraction), text=f"Evaluating `{job.run_id}`: {text}")

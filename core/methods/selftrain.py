@@ -26,6 +26,9 @@ class FrozenSemi(Method):
     def total_units(self, cfg: TrainConfig) -> int:
         return cfg.rounds + 1  # round 0 is the supervised probe
 
+    def tests_images(self, cfg: TrainConfig) -> bool:
+        return False
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         accepted = min(pool, cfg.per_class * 10) if cfg.per_class else pool

@@ -85,6 +85,9 @@ class Transfer(Method):
         if not cfg.weights:
             raise ConfigError("method=transfer needs pretrained weights: set weights to 'imagenet' or a .pth file")
 
+    def tests_images(self, cfg: TrainConfig) -> bool:
+        return cfg.finetune != "head"
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         if cfg.finetune == "head":
             return probe_seconds(cfg, sizes, timing)

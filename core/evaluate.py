@@ -1,0 +1,72 @@
+"""Evaluating a saved run again: the full test pass that Stop skipped ("Evaluate now" on Compare).
+
+A stopped run of a network on images is saved at once with its last periodic check (a subset of the
+test set) and its weights beside the record. This reloads those weights (weights_only=True), runs
+the whole test set with progress and stop, and saves the record again with full metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from core.data import Splits
+from core.device import resolve_device, use_bf16
+from core.engine import StopFn, metrics, predict
+from core.models import create_model
+from core.record import RunRecord
+from core.store import RunStore, StoreError, same_test_set
+
+
+def can_evaluate(store: RunStore, record: RunRecord) -> bool:
+    """A run whose test accuracy is partial and whose weights were kept."""
+    return record.metrics.partial and store.has_weights(record.run_id)
+
+
+def evaluate_saved(
+    store: RunStore,
+    run_id: str,
+    splits: Splits,
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    should_stop: StopFn | None = None,
+) -> RunRecord:
+    """The full test pass of a saved run; returns the record saved with its new metrics. Raises
+    StoreError (no such run, no weights, another dataset) and InterruptedError (Stop pressed)."""
+    record = store.load(run_id)
+    if not same_test_set(record, splits.fingerprint):
+        raise StoreError(f"run {run_id} was trained on another dataset than {splits.source}: load that dataset first")
+    cfg = record.config
+    device = resolve_device(cfg.device)
+    bf16 = use_bf16(device, cfg.precision)
+    model = create_model(cfg.arch, len(splits.classes), "", cfg.resolution, cfg.normalize)
+    try:
+        model.load_state_dict(store.load_weights(run_id))
+    except RuntimeError as err:  # a file for another model: say so rather than print the key lists
+        raise StoreError(f"the weights kept for {run_id} do not fit {cfg.arch} ({str(err)[:120]}...)") from None
+    model.to(device).eval()
+    if device.type == "cuda" or bf16:
+        model.to(memory_format=torch.channels_last)
+    t = time.perf_counter()
+    logits = predict(model, splits.test_x, device, bf16, progress=progress, should_stop=should_stop)
+    test = metrics(logits, splits.test_y, len(splits.classes))
+    record.metrics = replace(
+        record.metrics,
+        test_acc=test["accuracy"],
+        test_images=len(splits.test_y),
+        partial=False,
+        per_class_acc=test["per_class_acc"],
+        confusion=test["confusion"],
+        wrong_indices=test["wrong_indices"],
+        wrong_pred=test["wrong_pred"],
+    )
+    record.message = record.message.replace(
+        "test accuracy from the last check on a subset, the full test pass was skipped",
+        "evaluated on the full test set afterwards",
+    )
+    record.timings = record.timings | {"eval_s": time.perf_counter() - t}
+    store.save(record)
+    return record
