@@ -66,3 +66,11 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SMALLDATA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SMALLDATA_WEIGHTS_DIR", str(tmp_path / "weights"))
+
+
+@pytest.fixture(scope="session")
+def app_cache(tmp_path_factory) -> Path:
+    """One cache folder for every app test of a session: the Train page's estimate measures each step
+    time once at an idle moment and keeps it there (core.estimate), as a real server does; a fresh
+    folder per test would time ResNet-18 again in every test."""
+    return tmp_path_factory.mktemp("app-cache")

@@ -9,10 +9,10 @@ APP = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app.py
 
 
 @pytest.fixture
-def app_env(monkeypatch, dataset_dir, tmp_path):
+def app_env(monkeypatch, dataset_dir, tmp_path, app_cache):
     monkeypatch.setenv("SMALLDATA_DATASET", str(dataset_dir))
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(app_cache))
     monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parent.parent)
     import streamlit as st
 

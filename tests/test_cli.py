@@ -73,16 +73,15 @@ def test_errors_are_one_line_in_process(dataset_dir, tmp_path, capsys, args):
 def test_env_vars_choose_dataset_and_runs_dir(dataset_dir, tmp_path):
     env = {"SMALLDATA_DATASET": str(dataset_dir), "SMALLDATA_RUNS_DIR": str(tmp_path / "envruns"),
            "SMALLDATA_CACHE_DIR": str(tmp_path / "c")}  # fmt: skip
-    out = run_cli("train", "--epochs", "1", "--n-labeled", "30", "--json", env_extra=env)
+    out = run_cli("train", "--arch", TINY, "--epochs", "1", "--n-labeled", "30", "--json", env_extra=env)
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "envruns").glob("*.json"))) == 1
 
 
 @pytest.mark.slow
 def test_errors_are_one_line_without_traceback(dataset_dir, tmp_path):
+    """A real process (what it prints at import time counts too); every case runs in-process above."""
     cases = [
-        ("train", "--lr", "0", "--dataset", str(dataset_dir)),
-        ("train", "--arch", "vit", "--dataset", str(dataset_dir)),
         ("train", "--dataset", str(tmp_path / "missing"), "--epochs", "1"),
         ("train", "--method", "transfer", "--weights", "nope.pth", "--dataset", str(dataset_dir)),
     ]

@@ -86,11 +86,11 @@ def test_the_cli_offers_a_registered_method(toy, dataset_dir, tmp_path, capsys):
     assert summary["steps"] == 4 and "step    4/4" in out.err
 
 
-def open_toy_page(dataset_dir, tmp_path, monkeypatch):
+def open_toy_page(dataset_dir, tmp_path, monkeypatch, app_cache):
     from tests.test_app import open_page
 
     monkeypatch.setenv("SMALLDATA_DATASET", str(dataset_dir))
-    monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(app_cache))
     monkeypatch.setenv("SMALLDATA_PLUGINS", "tests.plugins,tests.toy_plugin")  # the worker process learns it too
     import streamlit as st
 
@@ -105,13 +105,13 @@ def open_toy_page(dataset_dir, tmp_path, monkeypatch):
     return at
 
 
-def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, monkeypatch):
-    open_toy_page(dataset_dir, tmp_path, monkeypatch)
+def test_the_train_page_offers_a_registered_method(toy, dataset_dir, tmp_path, monkeypatch, app_cache):
+    open_toy_page(dataset_dir, tmp_path, monkeypatch, app_cache)
 
 
 @pytest.mark.slow
-def test_a_registered_method_runs_from_the_train_page_in_a_worker(toy, dataset_dir, tmp_path, monkeypatch):
-    at = open_toy_page(dataset_dir, tmp_path, monkeypatch)
+def test_a_registered_method_runs_from_the_train_page_in_a_worker(toy, dataset_dir, tmp_path, monkeypatch, app_cache):
+    at = open_toy_page(dataset_dir, tmp_path, monkeypatch, app_cache)
     at.button(key="start").click().run()
     from ui.common import registry
 
