@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from core.config import TrainConfig
 from core.data import Splits
-from core.device import autocast, resolve_device, use_bf16
+from core.device import autocast, place, resolve_device, use_bf16
 from core.features import feature_path
 from core.frozen import feature_key, labeled_key
 from core.method import DataSizes
@@ -34,9 +34,7 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     if batch > PROBE and device == "cpu":
         return _measure(arch, resolution, PROBE, device, bf16, train) * batch / PROBE
     dev = torch.device(device)
-    model = create_model(arch, 10, "", resolution, False).to(dev)
-    if dev.type == "cuda" or bf16:  # as fit runs it
-        model.to(memory_format=torch.channels_last)
+    model = place(create_model(arch, 10, "", resolution, False), dev, bf16)  # as fit runs it
     x = torch.rand(batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
-
-import torch
 
 from core.data import Splits
-from core.device import resolve_device, use_bf16
+from core.device import place, resolve_device, use_bf16
 from core.engine import StopFn, metrics, predict
+from core.method import SKIPPED_TEST_PASS
 from core.models import create_model
 from core.record import RunRecord
 from core.store import RunStore, StoreError, same_test_set
@@ -47,26 +45,12 @@ def evaluate_saved(
         model.load_state_dict(store.load_weights(run_id))
     except RuntimeError as err:  # a file for another model: say so rather than print the key lists
         raise StoreError(f"the weights kept for {run_id} do not fit {cfg.arch} ({str(err)[:120]}...)") from None
-    model.to(device).eval()
-    if device.type == "cuda" or bf16:
-        model.to(memory_format=torch.channels_last)
+    place(model, device, bf16).eval()
     t = time.perf_counter()
     logits = predict(model, splits.test_x, device, bf16, progress=progress, should_stop=should_stop)
     test = metrics(logits, splits.test_y, len(splits.classes))
-    record.metrics = replace(
-        record.metrics,
-        test_acc=test["accuracy"],
-        test_images=len(splits.test_y),
-        partial=False,
-        per_class_acc=test["per_class_acc"],
-        confusion=test["confusion"],
-        wrong_indices=test["wrong_indices"],
-        wrong_pred=test["wrong_pred"],
-    )
-    record.message = record.message.replace(
-        "test accuracy from the last check on a subset, the full test pass was skipped",
-        "evaluated on the full test set afterwards",
-    )
+    record.metrics = record.metrics.with_test(test | {"images": len(splits.test_y)})
+    record.message = record.message.replace(SKIPPED_TEST_PASS, "evaluated on the full test set afterwards")
     record.timings = record.timings | {"eval_s": time.perf_counter() - t}
     store.save(record)
     return record

@@ -27,6 +27,8 @@ OPTIMISATION = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov
                 "step_every", "step_gamma", "warmup_epochs", "label_smoothing")  # fmt: skip
 PRETRAINED = ("weights", "resolution", "normalize")
 FROZEN = (*PRETRAINED, "flip_features")
+# What the message of a stopped run says when its test accuracy is the last check (core.evaluate replaces it).
+SKIPPED_TEST_PASS = "test accuracy from the last check on a subset, the full test pass was skipped"
 
 
 @dataclass
@@ -102,7 +104,7 @@ def finish(
         checks = [row["test_acc"] for row in history if row.get("test_acc") is not None]
         test = {"accuracy": checks[-1] if checks else None, "partial": True,
                 "images": min(ctx.cfg.eval_subset, len(s.test_y)) if checks else 0}  # fmt: skip
-        message += "; test accuracy from the last check on a subset, the full test pass was skipped"
+        message += f"; {SKIPPED_TEST_PASS}"
         if ctx.keep_weights and isinstance(forward, torch.nn.Module):
             ctx.keep_weights(forward.state_dict())
     eval_s = time.perf_counter() - t

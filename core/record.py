@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from core.config import ConfigError, TrainConfig
@@ -43,6 +43,20 @@ class Metrics:
     confusion: list[list[int]] = field(default_factory=list)
     wrong_indices: list[int] = field(default_factory=list)  # the first 200 test images it got wrong
     wrong_pred: list[int] = field(default_factory=list)
+
+    def with_test(self, test: dict[str, Any]) -> Metrics:
+        """These metrics with the test side replaced by `test`: core.engine.metrics of the test set
+        plus "images" (how many) and, for a check on a subset, "partial"."""
+        return replace(
+            self,
+            test_acc=test["accuracy"],
+            test_images=test["images"],
+            partial=test.get("partial", False),
+            per_class_acc=test.get("per_class_acc", []),
+            confusion=test.get("confusion", []),
+            wrong_indices=test.get("wrong_indices", []),
+            wrong_pred=test.get("wrong_pred", []),
+        )
 
 
 @dataclass

@@ -13,9 +13,10 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import torch
@@ -57,15 +58,19 @@ class RunStore:
         return self.root / f"{run_id}.json"  # the id's alphabet keeps it inside root
 
     def save(self, record: RunRecord) -> str:
-        path = self.record_path(record.run_id)
+        text = json.dumps(record.to_dict(), allow_nan=False).encode("utf-8")
+        self._write_atomically(self.record_path(record.run_id), lambda f: f.write(text))
+        return record.run_id
+
+    def _write_atomically(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """A temporary file beside `path`, fsynced, then renamed over it: a crash leaves the old file or the new."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{record.run_id}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record.to_dict(), f, allow_nan=False)
+        tmp = self.root / f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp"
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        return record.run_id
 
     def load(self, run_id: str) -> RunRecord:
         path = self.record_path(run_id)
@@ -113,10 +118,7 @@ class RunStore:
     def save_weights(self, run_id: str, state: dict[str, Any]) -> Path:
         """A state_dict beside the run's record, written as atomically as the record."""
         path = self.weights_path(run_id)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{run_id}.{os.getpid()}.{secrets.token_hex(3)}.pt.tmp"
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-        os.replace(tmp, path)
+        self._write_atomically(path, lambda f: torch.save({k: v.detach().cpu() for k, v in state.items()}, f))
         return path
 
     def load_weights(self, run_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 
 from core.config import TrainConfig
 from core.data import Splits
-from core.device import environment, resolve_device, use_bf16
+from core.device import environment, place, resolve_device, use_bf16
 from core.engine import RowFn, StopFn
 from core.method import Outcome, ProgressFn, RunContext
 from core.models import create_model
@@ -61,9 +61,7 @@ def fit(
     t0 = time.perf_counter()
     model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
     model.set_trainable(cfg.finetune)
-    model.to(device)
-    if device.type == "cuda" or bf16:
-        model.to(memory_format=torch.channels_last)
+    place(model, device, bf16)
     rows: list[dict] = []
 
     def keep_row(row: dict) -> None:
@@ -84,16 +82,7 @@ def fit(
         unit=method.unit,
         total_units=method.total_units(cfg),
         history=out.history,
-        metrics=Metrics(
-            train_acc=train["accuracy"],
-            test_acc=test["accuracy"],
-            test_images=test["images"],
-            partial=test.get("partial", False),
-            per_class_acc=test.get("per_class_acc", []),
-            confusion=test.get("confusion", []),
-            wrong_indices=test.get("wrong_indices", []),
-            wrong_pred=test.get("wrong_pred", []),
-        ),
+        metrics=Metrics(train_acc=train["accuracy"]).with_test(test),
         message=out.message,
         dataset=dataset_info(splits),
         env=environment(device, bf16),
