@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data import DataError, dataset_from_env, default_cache_dir, load_splits
 from core.models import ModelError
@@ -195,6 +193,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
     elif rows:
+        import pandas as pd
+
         print(to_markdown(pd.DataFrame(rows)))
     else:
         print("no jobs")

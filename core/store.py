@@ -16,13 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pandas as pd
 import torch
 
 from core.config import TrainConfig
 from core.record import RUN_ID, RecordError, RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 MAX_RUN_BYTES = 5 * 1024 * 1024
@@ -167,6 +169,8 @@ def same_test_set(record: RunRecord, fingerprint: str) -> bool:
 
 
 def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: a worker saves runs and never needs pandas (4 s to import)
+
     """One row per run, the columns the Compare page and the CLI show."""
     rows = []
     for r in runs:
@@ -202,6 +206,8 @@ def epochs_trained(r: RunRecord) -> int:
 
 
 def results_table(runs: list[RunRecord]) -> pd.DataFrame:
+    import pandas as pd
+
     """The notebook's table: Model | Number of epochs | Train accuracy | Test accuracy."""
     frame = runs_frame(runs)
     label = frame["method"] + " " + frame["model"] + " " + frame["augment"]
@@ -216,6 +222,8 @@ def results_table(runs: list[RunRecord]) -> pd.DataFrame:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
+    import pandas as pd
+
     """A Markdown table without the optional `tabulate` dependency."""
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
