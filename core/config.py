@@ -129,6 +129,11 @@ class TrainConfig:
     eval_every: int = spec(10, "Test check every N epochs (0: off)", "A fixed subset of the test set, for the "
                            "learning curve.", low=0, high=10_000)  # fmt: skip
     eval_subset: int = spec(1000, "Test check size", "", low=10, high=1_000_000)
+    keep_weights: bool = spec(
+        False, "Keep the network's weights", "Save the trained network beside the run, so that Try a model can "
+        "use it (its size is shown below). A head on frozen features is always kept: it takes kilobytes.",
+        used_when=lambda c: c.finetune != "head",
+    )  # fmt: skip
     preset: str = dataclasses.field(default="", compare=False)  # the preset this was started from (label only)
 
     # ---- JSON round trip and hash
@@ -152,9 +157,11 @@ class TrainConfig:
         return cls.from_dict(json.loads(text))
 
     def config_hash(self) -> str:
-        """Stable across processes and versions of Python: sha256 of the sorted JSON, the label left out."""
+        """Stable across processes and versions of Python: sha256 of the sorted JSON, the label and the
+        storage option left out (neither changes the result)."""
         data = self.to_dict()
         data.pop("preset")
+        data.pop("keep_weights")
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -21,7 +21,7 @@ from core.store import RunStore, StoreError, same_test_set
 
 def can_evaluate(store: RunStore, record: RunRecord) -> bool:
     """A run whose test accuracy is partial and whose weights were kept."""
-    return record.metrics.partial and store.has_weights(record.run_id)
+    return record.metrics.partial and store.has_weights(record.run_id) and record.config.finetune != "head"
 
 
 def evaluate_saved(
@@ -41,8 +41,11 @@ def evaluate_saved(
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
     model = create_model(cfg.arch, len(splits.classes), "", cfg.resolution, cfg.normalize)
+    kept = store.load_weights(run_id)
+    if kept.kind != "network":
+        raise StoreError(f"run {run_id} kept only its head: its test pass runs on cached features, nothing to redo")
     try:
-        model.load_state_dict(store.load_weights(run_id))
+        model.load_state_dict(kept.state)
     except RuntimeError as err:  # a file for another model: say so rather than print the key lists
         raise StoreError(f"the weights kept for {run_id} do not fit {cfg.arch} ({str(err)[:120]}...)") from None
     place(model, device, bf16).eval()

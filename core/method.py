@@ -42,7 +42,8 @@ class RunContext:
     should_stop: StopFn | None = None
     cache_dir: Path | None = None
     progress: ProgressFn | None = None
-    keep_weights: Callable[[dict[str, torch.Tensor]], None] | None = None  # the run store's, for a stopped run
+    # The run store's: (state_dict, kind) kept beside the record (core.store), for prediction and evaluation.
+    keep_weights: Callable[[dict[str, torch.Tensor], str], None] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -86,7 +87,8 @@ def finish(
 
     A stopped run of a network on images skips the full test pass (minutes on a CPU: Stop must take
     effect at once): its test accuracy is the last periodic check's, and the record says so. Its
-    weights are kept beside the record, so that the Compare page can evaluate it later (core.evaluate)."""
+    weights are kept beside the record, so that the Compare page can evaluate it later (core.evaluate).
+    A head on frozen features is always kept (kilobytes); a whole network when cfg.keep_weights says so."""
     s = ctx.splits
     t = time.perf_counter()
     bf16 = ctx.bf16 and images
@@ -105,8 +107,11 @@ def finish(
         test = {"accuracy": checks[-1] if checks else None, "partial": True,
                 "images": min(ctx.cfg.eval_subset, len(s.test_y)) if checks else 0}  # fmt: skip
         message += f"; {SKIPPED_TEST_PASS}"
-        if ctx.keep_weights and isinstance(forward, torch.nn.Module):
-            ctx.keep_weights(forward.state_dict())
+    if ctx.keep_weights and isinstance(forward, torch.nn.Module):
+        if not images:  # a head on frozen features: kilobytes, always kept
+            ctx.keep_weights(forward.state_dict(), "head")
+        elif test.get("partial") or ctx.cfg.keep_weights:  # a stopped run must be evaluable later
+            ctx.keep_weights(forward.state_dict(), "network")
     eval_s = time.perf_counter() - t
     train = metrics(predict(forward, train_inputs, ctx.device, bf16, uint8_images=images), s.labeled_y, ctx.n_classes)
     timings = (timings or {}) | {"eval_s": eval_s}

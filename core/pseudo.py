@@ -56,6 +56,44 @@ def pseudo_accuracy(splits: Splits, subset: torch.Tensor, accepted: torch.Tensor
     return float((truth == labels[accepted]).float().mean())
 
 
+GALLERY_SIZE = 8  # images per class and end (most and least confident)
+
+
+def gallery(index: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor, n_classes: int) -> dict:
+    """Per class, the accepted count and the GALLERY_SIZE most and least confident accepted images
+    (index into the unlabeled images, confidence). Built from what training chose only: the hidden
+    labels mark it right or wrong afterwards (mark_gallery)."""
+    per_class = []
+    for c in range(n_classes):
+        mine = (labels == c).nonzero().flatten()
+        order = mine[confidence[mine].argsort(descending=True)]
+        least = order[GALLERY_SIZE:][-GALLERY_SIZE:].flip(0)  # the least confident first, none shown twice
+        per_class.append({"count": len(mine), "most": _entries(order[:GALLERY_SIZE], index, confidence),
+                          "least": _entries(least, index, confidence)})  # fmt: skip
+    return {"size": GALLERY_SIZE, "per_class": per_class}
+
+
+def _entries(ids: torch.Tensor, index: torch.Tensor, confidence: torch.Tensor) -> list[list]:
+    return [[int(index[i]), round(float(confidence[i]), 4)] for i in ids]
+
+
+def mark_gallery(gallery: dict, hidden: torch.Tensor | None) -> list[dict]:
+    """The gallery with each image marked right (True), wrong (False) or unknown (None, no hidden
+    labels) against the hidden labels, and the right/wrong counts of the images shown."""
+    out = []
+    for c, entry in enumerate(gallery["per_class"]):
+        marked = {}
+        for end in ("most", "least"):
+            marked[end] = [
+                {"index": i, "confidence": conf, "right": None if hidden is None else bool(int(hidden[i]) == c)}
+                for i, conf in entry[end]
+            ]
+        shown = [m["right"] for end in ("most", "least") for m in marked[end] if m["right"] is not None]
+        right = sum(shown)
+        out.append({"class": c, "count": entry["count"], **marked, "right": right, "wrong": len(shown) - right})
+    return out
+
+
 def curriculum(per_class: int) -> Proposer:
     """Self-training: the head's own predictions; the pool grows by per_class per class each round."""
 
@@ -83,6 +121,7 @@ def self_train(ctx: RunContext, propose: Proposer) -> Outcome:
 
     accepted = torch.empty(0, dtype=torch.long)
     pseudo = torch.empty(0, dtype=torch.long)
+    confidence = torch.empty(0)
     rounds, history = [], []
     status, message = "finished", ""
     round_cfg = cfg.with_(eval_every=0)
@@ -115,7 +154,7 @@ def self_train(ctx: RunContext, propose: Proposer) -> Outcome:
         except InterruptedError as err:
             status, message = "stopped", str(err)
             break
-        pseudo = probs.argmax(1)
+        confidence, pseudo = probs.max(1)
         accepted = select_pseudo_labels(probs, cfg.threshold, cap)
     timings = {"train_s": time.perf_counter() - t0, "features_s": features_s}
     last = rounds[-1] if rounds else {}
@@ -125,6 +164,7 @@ def self_train(ctx: RunContext, propose: Proposer) -> Outcome:
         "final_count": last.get("accepted", 0),
         "final_acc": last.get("pseudo_acc"),
         "supervised_test_acc": rounds[0]["test_acc"] if rounds else None,
+        "gallery": gallery(subset[accepted], pseudo[accepted], confidence[accepted], n) if len(accepted) else None,
     }
     return finish(ctx, status, message, history, head, test_inputs=test_f, train_inputs=lab_f[: len(s.labeled_y)],
                   images=False, timings=timings, diagnostics=diagnostics)  # fmt: skip

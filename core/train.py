@@ -46,10 +46,10 @@ def fit(
     cache_dir: Path | None = None,
     progress: ProgressFn | None = None,
     run_id: str | None = None,
-    keep_weights: Callable[[dict[str, torch.Tensor]], None] | None = None,
+    keep_weights: Callable[[dict[str, torch.Tensor], str], None] | None = None,
 ) -> RunRecord:
     """Runs one config to the end (or stop, or divergence) and returns its run record.
-    keep_weights receives the network's state_dict of a stopped run whose test pass was skipped."""
+    keep_weights receives (state_dict, kind) of what the run keeps beside its record (core.method.finish)."""
     cfg = validate(cfg)
     method = get_method(cfg.method)
     if method.needs_unlabeled and len(splits.unlabeled_x) == 0:
@@ -157,7 +157,7 @@ def execute(
 
     try:
         record = fit(cfg, splits, keep_row, should_stop, cache_dir=cache_dir, progress=progress, run_id=run_id,
-                     keep_weights=lambda state: store.save_weights(run_id, state))  # fmt: skip
+                     keep_weights=lambda state, kind: store.save_weights(run_id, state, kind))  # fmt: skip
     except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
         record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
     store.save(record)

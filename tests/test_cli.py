@@ -112,8 +112,8 @@ def test_sigkill_mid_training_keeps_every_earlier_run(dataset_dir, tmp_path):
     first = run_cli("train", "--arch", TINY, "--epochs", "1", "--lr", "0.001", "--json", *common)
     assert first.returncode == 0, first.stderr
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "core", "train", "--arch", TINY, "--epochs", "5000", "--lr", "0.001", *common],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = ["train", "--arch", TINY, "--epochs", "5000", "--lr", "0.001", *common]
+    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # wait until it is really training
         if line.startswith("epoch"):
             break

@@ -36,7 +36,7 @@ def test_a_stopped_run_keeps_weights_that_evaluate_to_the_full_test_set(splits, 
 
     # What the kept weights predict, computed here independently of core.evaluate:
     model = create_model(TINY, 3)
-    model.load_state_dict(torch.load(store.weights_path(record.run_id), weights_only=True))
+    model.load_state_dict(torch.load(store.weights_path(record.run_id), weights_only=True)["state"])
     expected = metrics(predict(model.eval(), splits.test_x, torch.device("cpu"), False), splits.test_y, 3)
 
     notes = []
@@ -53,7 +53,7 @@ def test_a_stopped_run_keeps_weights_that_evaluate_to_the_full_test_set(splits, 
     assert not store.weights_path(record.run_id).exists()
 
 
-def test_a_finished_run_keeps_no_weights_and_a_missing_or_corrupt_file_is_named(splits, tmp_path):
+def test_a_finished_run_keeps_no_network_unless_asked_and_a_missing_or_corrupt_file_is_named(splits, tmp_path):
     store = RunStore(tmp_path / "runs")
     finished = execute(CFG.with_(epochs=1), splits, store)
     assert finished.status == "finished" and not store.has_weights(finished.run_id)
@@ -61,7 +61,7 @@ def test_a_finished_run_keeps_no_weights_and_a_missing_or_corrupt_file_is_named(
         evaluate_saved(store, finished.run_id, splits)
     record = stopped_run(splits, store)
     store.weights_path(record.run_id).write_bytes(b"not a torch file")
-    with pytest.raises(StoreError, match="cannot be read as a state_dict"):
+    with pytest.raises(StoreError, match="cannot be read as weights"):
         evaluate_saved(store, record.run_id, splits)
     assert store.load(record.run_id).metrics.partial  # nothing saved is lost
 

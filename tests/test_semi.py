@@ -5,7 +5,7 @@ import torch
 
 from core.config import ConfigError, TrainConfig
 from core.graph import knn_graph, label_spread, spread_steps
-from core.pseudo import select_pseudo_labels
+from core.pseudo import mark_gallery, select_pseudo_labels
 from core.registry import preset, validate
 from core.train import fit
 from tests.conftest import TINY
@@ -53,6 +53,17 @@ def test_hidden_labels_do_not_change_training(splits, checkpoint, tmp_path):
     assert [r["accepted"] for r in ra] == [r["accepted"] for r in rb]
     assert ra[2]["per_class"] == rb[2]["per_class"]
     assert ra[2]["pseudo_acc"] != rb[2]["pseudo_acc"]  # only diagnostics move
+    # The pseudo-label gallery: the same images and confidences; only the right/wrong marks move.
+    ga, gb = a.diagnostics["gallery"], b.diagnostics["gallery"]
+    assert ga == gb and sum(c["count"] for c in ga["per_class"]) == ra[-1]["accepted"]
+    ma, mb = mark_gallery(ga, splits.unlabeled_hidden_y), mark_gallery(gb, scrambled.unlabeled_hidden_y)
+    strip = lambda m: [{k: v for k, v in c.items() if k not in ("right", "wrong", "most", "least")} for c in m]  # noqa: E731
+    assert strip(ma) == strip(mb)
+    marks = lambda m: [e["right"] for c in m for end in ("most", "least") for e in c[end]]  # noqa: E731
+    indices = lambda m: [e["index"] for c in m for end in ("most", "least") for e in c[end]]  # noqa: E731
+    assert indices(ma) == indices(mb) and marks(ma) != marks(mb)
+    shown = sum(c["right"] + c["wrong"] for c in ma)
+    assert shown == len(marks(ma)) > 0
 
     c, d = fit(fixmatch_cfg(), splits), fit(fixmatch_cfg(), scrambled)
     assert c.metrics.test_acc == d.metrics.test_acc

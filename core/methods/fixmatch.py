@@ -104,7 +104,7 @@ class FixMatch(Method):
     summary = "FixMatch: confident weak-view predictions teach the strong view, end to end (GPU-sized)."
     help = "Consistency: a lightly and a heavily augmented copy of an image should get the same label."
     fields = ("arch", *PRETRAINED, "finetune", *OPTIMISATION, "n_unlabeled", "threshold", "mu", "lambda_u", "ema",
-              "eval_every")  # fmt: skip
+              "eval_every", "keep_weights")  # fmt: skip
     presets = {
         # A short CPU-sized run from the ImageNet checkpoint at 64 px (not tuned; a GPU wants more epochs).
         "notebook": dict(

@@ -43,7 +43,7 @@ class Scratch(Method):
     name = "scratch"
     summary = "ResNet-18 (or any registered model) from random weights, on the labeled images only."
     help = "Random initialisation: everything the network knows comes from the 100 labeled images."
-    fields = ("arch", "augment", *OPTIMISATION, "eval_every")
+    fields = ("arch", "augment", *OPTIMISATION, "eval_every", "keep_weights")
     presets = {
         # The notebook: ResNet-18 from scratch, ToTensor only, Adam lr 0.1, batch 10, x0.1 every 30 epochs.
         "notebook": {},
