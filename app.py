@@ -15,6 +15,9 @@ PAGES = [
     st.Page("pages/data.py", title="Data and augmentations", icon=":material/photo_library:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/bar_chart:"),
+    st.Page("pages/why.py", title="Why it works", icon=":material/hub:"),
+    st.Page("pages/notebook.py", title="The notebook, replayed", icon=":material/menu_book:"),
+    st.Page("pages/try_model.py", title="Try a model", icon=":material/image_search:"),
 ]
 
 page = st.navigation(PAGES)

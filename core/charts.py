@@ -169,3 +169,88 @@ def semi_diagnostics(frame: pd.DataFrame) -> alt.Chart:
         .facet(column=alt.Column("metric:N", title=None))
         .resolve_scale(y="independent")
     )
+
+
+# ---- teaching views
+
+
+def image_data_urls(images) -> list[str]:
+    """uint8 images (N x 3 x 32 x 32) as PNG data URLs, enlarged 2x: a chart tooltip named "image"
+    shows them (vega-tooltip)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    urls = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).resize((64, 64), Image.Resampling.NEAREST).save(buf, "PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return urls
+
+
+def map_frame(coords, names: list[str], n_labeled: int, images: list[str]) -> pd.DataFrame:
+    """One row per point of a feature map: position, what colours it, labeled or not, its picture."""
+    return pd.DataFrame({
+        "x": coords[:, 0], "y": coords[:, 1], "class": names,
+        "point": ["labeled"] * n_labeled + ["other"] * (len(names) - n_labeled), "image": images,
+    })  # fmt: skip
+
+
+def feature_map_chart(frame: pd.DataFrame, title: str, classes: list[str], height: int = 420) -> alt.LayerChart:
+    """The map: small dots for the sample, large outlined dots for the labeled images, by class; hover
+    shows the image. "not reached" (label spreading) is grey."""
+    domain = [*classes, "not reached"] if (frame["class"] == "not reached").any() else list(classes)
+    scheme = alt.Scale(domain=domain, range=[*CLASS_COLORS[: len(classes)], "#d0d0d0"][: len(domain)])
+    base = alt.Chart(frame).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color("class:N", scale=scheme, legend=alt.Legend(title=None, orient="bottom", columns=6)),
+        tooltip=["image", "class:N", "point:N"],
+    )  # fmt: skip
+    others = base.transform_filter(alt.datum.point == "other").mark_circle(size=14, opacity=0.7)
+    labeled = base.transform_filter(alt.datum.point == "labeled").mark_point(
+        size=130, filled=True, stroke="black", strokeWidth=1, shape="diamond"
+    )
+    return (others + labeled).properties(title=title, height=height)
+
+
+CLASS_COLORS = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6",
+                "#9d755d", "#439894", "#bab0ac", "#1f77b4"]  # fmt: skip
+
+
+def replay_accuracy_chart(frame: pd.DataFrame, current: int) -> alt.LayerChart:
+    """Hidden-label accuracy of the spread labels and the share of points reached, per iteration."""
+    long = frame.melt("iteration", ["accuracy", "reached"], var_name="measure", value_name="value")
+    lines = alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("iteration:Q", title="spreading iterations"),
+        y=alt.Y("value:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]), title=None),
+        color=alt.Color("measure:N", legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["iteration:Q", "measure:N", alt.Tooltip("value:Q", format=".1%")],
+    )  # fmt: skip
+    rule = alt.Chart(pd.DataFrame({"iteration": [current]})).mark_rule(strokeDash=[4, 3]).encode(x="iteration:Q")
+    return (lines + rule).properties(height=260)
+
+
+def notebook_chart(frame: pd.DataFrame) -> alt.LayerChart:
+    """The notebook's summary plot: test accuracy per experiment, ours (mean +- std, a dot per seed)
+    beside the notebook's reported number (a black tick). frame: experiment, seed, test_acc, reported."""
+    summary = (
+        frame.groupby("experiment", sort=False)
+        .agg(mean=("test_acc", "mean"), std=("test_acc", "std"), reported=("reported", "first"))
+        .reset_index()
+    )
+    summary["std"] = summary["std"].fillna(0.0)
+    summary["low"], summary["high"] = summary["mean"] - summary["std"], summary["mean"] + summary["std"]
+    order = list(summary["experiment"])
+    y = alt.Y("experiment:N", sort=order, title=None, axis=alt.Axis(labelLimit=320))
+    x = alt.X("mean:Q", title="test accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1]))
+    bars = alt.Chart(summary).mark_bar(opacity=0.5, height={"band": 0.6}).encode(
+        x=x, y=y, tooltip=["experiment:N", alt.Tooltip("mean:Q", format=".1%"), alt.Tooltip("std:Q", format=".1%")]
+    )  # fmt: skip
+    errors = alt.Chart(summary).mark_rule(strokeWidth=2).encode(x="low:Q", x2="high:Q", y=y)
+    dots = alt.Chart(frame).mark_circle(size=40, color="black").encode(x="test_acc:Q", y=y)
+    reported = alt.Chart(summary.dropna(subset=["reported"])).mark_tick(color="#e45756", thickness=3, size=26).encode(
+        x="reported:Q", y=y, tooltip=[alt.Tooltip("reported:Q", format=".2%", title="the notebook reported")]
+    )  # fmt: skip
+    return (bars + errors + dots + reported).properties(height=alt.Step(40))

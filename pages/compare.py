@@ -28,11 +28,11 @@ runs = runs_store.runs()
 for warning in runs_store.warnings:
     st.warning(f"Skipped an unreadable file in the runs folder: {warning}")
 
-with st.expander("Import runs from a JSON export"):
-    upload = st.file_uploader("Exported runs (.json)", type=["json"], key="import")
+with st.expander("Import runs from an export (.zip with weights, or .json)"):
+    upload = st.file_uploader("Exported runs", type=["zip", "json"], key="import")
     if upload is not None and st.button("Import", key="do_import"):
         try:
-            added = runs_store.import_json(upload.getvalue())
+            added = runs_store.import_file(upload.getvalue())
             st.session_state["flash"] = f"Imported {len(added)} run(s)."
             st.rerun()
         except StoreError as err:
@@ -106,13 +106,15 @@ table = results_table(selected)
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)
 c1.download_button("Download CSV", table.to_csv(index=False), "results.csv", "text/csv", icon=":material/download:")
-c2.download_button(
-    "Export selected runs (JSON)",
-    runs_store.export_json(chosen),
-    "runs.json",
-    "application/json",
-    icon=":material/ios_share:",
-)
+with_weights = [i for i in chosen if runs_store.has_weights(i)]
+if with_weights:  # a zip: the records and the weights they kept
+    c2.download_button(
+        f"Export selected runs (zip, {len(with_weights)} with weights)", runs_store.export_archive(chosen),
+        "runs.zip", "application/zip", icon=":material/ios_share:",
+    )  # fmt: skip
+else:
+    c2.download_button("Export selected runs (JSON)", runs_store.export_json(chosen), "runs.json",
+                       "application/json", icon=":material/ios_share:")  # fmt: skip
 with st.expander("Markdown (copy with the button at the top right)"):
     st.code(to_markdown(table), language="markdown")
 
@@ -148,6 +150,12 @@ if m.confusion:
         st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
 else:
     st.caption(f"This run has no evaluation ({run.status}: {run.message}).")
+try:
+    kept = runs_store.load_weights(run.run_id)
+    st.caption(f"Weights kept: {kept.kind}, {runs_store.weights_bytes(run.run_id) / 1024:,.0f} KB "
+               "(*Try a model* uses them).")  # fmt: skip
+except StoreError as err:
+    st.caption(f"Weights: {err}. To keep a network's, turn on *Keep the network's weights* on the Train page.")
 st.json({"config": run.config.to_dict(), "timings": run.timings, "env": run.env}, expanded=False)
 
 st.subheader("Delete runs")

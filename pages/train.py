@@ -6,7 +6,7 @@ from core.augment import PRESETS as AUGMENT_PRESETS
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
 from core.estimate import EstimateUnavailable, estimate_seconds
 from core.method import OPTIMISATION
-from core.models import REGISTRY, list_models, list_weight_files
+from core.models import REGISTRY, list_models, list_weight_files, state_dict_bytes
 from core.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
 from ui.common import framed, registry, settings, store, try_splits
 from ui.jobs_view import show_jobs
@@ -119,6 +119,9 @@ else:
             f"train {m.train_acc:.1%}, {saved.timings.get('total_s', 0):.0f} s (run `{saved.run_id}`). "
             "See it on the Compare page, or run it again with another seed."
         )
+if cfg is not None and cfg.keep_weights and METHODS[method].tests_images(cfg):
+    size = state_dict_bytes(cfg.arch, len(splits.classes))
+    st.caption(f"Keeps the network's weights: **{size / 2**20:.1f} MB** per run beside its record.")
 label = "Run again with another seed" if saved else "Start"
 if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):
     seed = cfg.seed

@@ -193,3 +193,93 @@ def test_compare_offers_the_full_test_pass_of_a_stopped_run(app_env, splits):
     at.multiselect(key="chosen").select(run.run_id).run()
     at.selectbox(key="detail").select(run.run_id).run()
     assert any("Confusion matrix" in m.value for m in at.markdown)
+
+
+@pytest.fixture
+def local_backbone(app_env, checkpoint):
+    """An offline "ImageNet" checkpoint in the weights folder, named after its architecture."""
+    import shutil
+
+    folder = app_env / "weights"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(checkpoint, folder / f"{TINY}_pretrained.pth")
+    return str(folder / f"{TINY}_pretrained.pth")
+
+
+def labelspread_run(weights: str):
+    from core.registry import preset
+    from core.train import execute
+    from ui.common import get_splits, settings, store
+
+    cfg = preset("labelspread", "recommended", arch=TINY, weights=weights, resolution=32, normalize=False,
+                 epochs=20, lr=0.05, per_class=5, knn=3, device="cpu")  # fmt: skip
+    return execute(cfg, get_splits(settings()["dataset"]), store(), cache_dir=settings()["cache_dir"])
+
+
+def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery(app_env, local_backbone):
+    run = labelspread_run(local_backbone)
+    at = open_page("pages/why.py")
+    assert any("Draw the maps" in i.value for i in at.info)
+    at.toggle(key="maps_on").set_value(True).run()
+    assert not at.exception, at.exception
+    titles = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert len(titles) == 2 and "random initialisation" in titles[0] and "ImageNet" in titles[1]
+    at.toggle(key="spread_on").set_value(True).run()
+    at.select_slider(key="spread_step").set_value(20).run()
+    assert not at.exception, at.exception
+    assert any("After **20** iterations: 100% of the points reached" in m.value for m in at.markdown)
+    assert at.selectbox(key="gallery_run").value == run.run_id
+    counts = [m.value for m in at.markdown if "accepted; of the" in m.value]
+    assert len(counts) == 3 and all("5 accepted" in c for c in counts)  # per_class=5 of each class
+    assert len(at.image) == 3 * 5  # each class: its 5 accepted images (all "most confident")
+
+
+def test_try_page_gives_the_top_three_of_each_run(app_env, local_backbone):
+    at = open_page("pages/try_model.py")
+    assert any("No saved run has kept weights" in i.value for i in at.info)
+    run = labelspread_run(local_backbone)
+    at = open_page("pages/try_model.py")
+    assert at.multiselect(key="try_runs").value == [run.run_id]
+    at.number_input(key="try_index").set_value(3).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["rank"]) == [1, 2, 3] and abs(table["probability"].sum() - 1) < 1e-5  # 3 classes in all
+    at.radio(key="try_source").set_value("Upload a PNG or JPEG").run()
+    at.file_uploader(key="try_upload").upload("cat.png", b"\x89PNG\r\n\x1a\n broken").run()
+    assert not at.exception and any("cannot be used" in e.value for e in at.error)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 10)).save(buf, "JPEG")
+    at.file_uploader(key="try_upload").upload("green.jpg", buf.getvalue(), "image/jpeg").run()
+    assert not at.exception and not at.error
+    from core.inference import predictor, read_upload, top_k
+    from ui.common import store
+
+    probs = predictor(store(), run, 3)(read_upload(buf.getvalue())[None])[0]
+    expected = top_k(probs, ["c0_red", "c1_green", "c2_blue"])
+    shown = at.dataframe[0].value
+    assert list(shown["class"]) == [c for c, _ in expected]
+
+
+def test_notebook_page_queues_three_seeds_per_experiment_and_fills_its_table(app_env, local_backbone):
+    from ui.common import registry
+
+    at = open_page("pages/notebook.py")
+    assert at.radio(key="nb_backbone").value == f"{TINY}|{local_backbone}"
+    assert any(TINY in c.value and "not the notebook's model" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert list(table["Notebook (test)"])[:3] == ["19.40%", "29.82%", "19.84%"]
+    at.button(key="nb_semi").click().run()
+    assert not at.exception, at.exception
+    jobs = registry().jobs()
+    assert sorted(j.cfg.seed for j in jobs) == [0, 1, 2] and {j.cfg.method for j in jobs} == {"labelspread"}
+    assert at.button(key="nb_semi").disabled  # all three seeds queued
+    assert registry().wait(timeout=120)
+    assert all(j.state == "finished" for j in registry().jobs()), [j.message for j in registry().jobs()]
+    at.run()
+    row = at.dataframe[0].value.iloc[3]
+    assert row["Seeds"] == 3 and "±" in row["Test accuracy"]
+    assert len(at.get("vega_lite_chart")) == 1  # the summary plot

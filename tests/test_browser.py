@@ -8,13 +8,16 @@ No page may show an exception. Screenshots go to $SMALLDATA_SCREENSHOTS (default
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,12 +36,16 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(dataset_dir, tmp_path):
+def server(dataset_dir, checkpoint, tmp_path):
     port = free_port()
+    # An offline "ImageNet" backbone for the teaching pages: a file named after its architecture.
+    (tmp_path / "weights").mkdir(exist_ok=True)
+    shutil.copy(checkpoint, tmp_path / "weights" / "tiny_cnn_pretrained.pth")
     env = os.environ | {
         "SMALLDATA_DATASET": str(dataset_dir),
         "SMALLDATA_RUNS_DIR": str(tmp_path / "runs"),
         "SMALLDATA_CACHE_DIR": str(tmp_path / "cache"),
+        "SMALLDATA_WEIGHTS_DIR": str(tmp_path / "weights"),
         "SMALLDATA_PLUGINS": "tests.plugins",
         "PYTHONPATH": str(ROOT),
     }
@@ -86,7 +93,8 @@ def set_number(page, label: str, value: str) -> None:
 
 
 @pytest.mark.slow
-def test_every_page_and_every_button_in_a_real_browser(server, tmp_path):
+def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, checkpoint, tmp_path):
+    server_dataset = dataset_dir
     url, runs_dir = server
     shots = Path(os.environ.get("SMALLDATA_SCREENSHOTS", ROOT / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
@@ -148,12 +156,17 @@ def test_every_page_and_every_button_in_a_real_browser(server, tmp_path):
             page.get_by_role("button", name="Download CSV").click()
         assert "Model" in Path(csv.value.path()).read_text()
         with page.expect_download() as exported:
-            page.get_by_role("button", name="Export selected runs (JSON)").click()
-        export = json.loads(Path(exported.value.path()).read_text())
+            page.get_by_role("button", name=re.compile("Export selected runs")).click()
+        blob = Path(exported.value.path()).read_bytes()
+        if blob[:2] == b"PK":  # a zip: the stopped run kept its network's weights
+            with zipfile.ZipFile(io.BytesIO(blob)) as z:
+                blob = z.read("runs.json")
+                assert any(name.startswith("weights/") for name in z.namelist())
+        export = json.loads(blob)
         assert len(export["runs"]) >= 1
         page.screenshot(path=shots / "compare.png")
 
-        page.get_by_text("Import runs from a JSON export").click()
+        page.get_by_text("Import runs from an export").click()
         bad = tmp_path / "bad.json"
         bad.write_text('{"runs": [{"run_id": "../x"}]}')
         page.locator("input[type='file']").set_input_files(str(bad))
@@ -177,4 +190,57 @@ def test_every_page_and_every_button_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("Deleted 1 run(s)").first).to_be_visible(timeout=15_000)
         no_exception(page)
         assert len(list(runs_dir.glob("*.json"))) == 1
+
+        # The teaching views, with a label-spreading run (its head kept, its pseudo-labels in a gallery).
+        from core.data import load_splits
+        from core.registry import preset
+        from core.store import RunStore
+        from core.train import execute
+
+        splits = load_splits(server_dataset, cache_dir=tmp_path / "cache")
+        cfg = preset("labelspread", "recommended", arch="tiny_cnn", weights=checkpoint, resolution=32,
+                     normalize=False, epochs=20, lr=0.05, per_class=5, knn=3, device="cpu")  # fmt: skip
+        execute(cfg, splits, RunStore(runs_dir), cache_dir=tmp_path / "cache")
+
+        page.get_by_role("link", name="Why it works").first.click()
+        page.get_by_text("Draw the maps", exact=True).first.click()
+        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(2, timeout=90_000)
+        settled(page)
+        no_exception(page)
+        page.screenshot(path=shots / "why-map.png")
+        page.get_by_role("tab", name="Label spreading, step by step").click()
+        page.get_by_text("Replay label spreading", exact=True).first.click()
+        expect(page.get_by_text(re.compile("of the points reached")).first).to_be_visible(timeout=90_000)
+        settled(page)
+        no_exception(page)
+        page.screenshot(path=shots / "why-spread.png")
+        page.get_by_role("tab", name="Pseudo-label gallery").click()
+        expect(page.get_by_text(re.compile("accepted; of the")).first).to_be_visible(timeout=30_000)
+        no_exception(page)
+
+        page.get_by_role("link", name="Try a model").first.click()
+        expect(page.get_by_text("true class").first).to_be_visible(timeout=60_000)
+        settled(page)
+        no_exception(page)
+        page.get_by_text("Upload a PNG or JPEG").click()
+        broken = tmp_path / "broken.png"
+        broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+        page.locator("input[type='file']").set_input_files(str(broken))
+        expect(page.get_by_text("This file cannot be used").first).to_be_visible(timeout=30_000)
+        no_exception(page)
+        page.screenshot(path=shots / "try.png")
+
+        page.get_by_role("link", name="The notebook, replayed").first.click()
+        expect(page.get_by_text("Results, in the notebook's format")).to_be_visible(timeout=30_000)
+        for step in ("semi", "scratch", "transfer", "augment"):  # every experiment's button, once: 3 seeds each
+            button = page.locator(f".st-key-nb_{step} button")
+            button.scroll_into_view_if_needed()
+            settled(page)
+            expect(button).to_be_enabled(timeout=30_000)
+            button.click()
+            settled(page)
+            expect(button).to_be_disabled(timeout=30_000)  # all seeds queued (or done)
+            no_exception(page)
+        no_exception(page)
+        page.screenshot(path=shots / "notebook.png", full_page=True)
         browser.close()

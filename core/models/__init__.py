@@ -177,6 +177,13 @@ def create_model(
     return SmallDataNet(InputAdapter(resolution, normalize), backbone, dim, num_classes, last)
 
 
+@lru_cache(maxsize=32)
+def state_dict_bytes(name: str, num_classes: int = 10) -> int:
+    """Bytes of a float32 state_dict of the model (what keep_weights writes beside a run)."""
+    model = create_model(name, num_classes)
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
 def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
     if entry.tv_name is None:
         raise ModelError(f"{name} has no ImageNet weights; train it from scratch or give a .pth file")

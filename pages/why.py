@@ -1,0 +1,161 @@
+"""Why it works: feature maps (random vs ImageNet vs a trained run), label spreading replayed, and
+the pseudo-labels a semi-supervised run accepted."""
+
+import pandas as pd
+import streamlit as st
+
+from core.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart
+from core.featuremap import (
+    REPLAY_STEPS,
+    Backbone,
+    map_features,
+    map_images,
+    pretrained_backbone,
+    random_backbone,
+    spread_replay,
+)
+from core.featuremap import project as tsne
+from core.models import ModelError
+from core.pseudo import mark_gallery
+from core.store import StoreError
+from ui.common import framed, pixelated_images, settings, store, try_splits
+
+framed("pages/why.py")
+st.title("Why it works")
+st.caption("Each view is a diagnostic: the hidden labels of the unlabeled images colour and score it, and never "
+           "enter training.")  # fmt: skip
+splits = try_splits()
+if splits is None:
+    st.stop()
+cache_dir = settings()["cache_dir"]
+classes = list(splits.classes)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint: str) -> pd.DataFrame:
+    """A map's points (cached by content on disk; this cache only saves the page a re-read)."""
+    bar = st.progress(0.0, text=f"Features: {_backbone.label}")
+    feats = map_features(_backbone, splits, source, n, cache_dir, lambda f, t: bar.progress(f * 0.3, text=t))
+    bar.progress(0.3, text=f"t-SNE of {len(feats):,} points (about 10-20 s on 2 cores)")
+    coords = tsne(feats, cache_dir)
+    bar.empty()
+    x, y, _ = map_images(splits, source, n)
+    names = [classes[int(c)] for c in y] if y is not None else ["?"] * len(x)
+    return map_frame(coords, names, len(splits.labeled_y), image_data_urls(x))
+
+
+def kept_networks() -> dict[str, str]:
+    """run id -> label of the runs whose whole network was kept (their features can be mapped)."""
+    out = {}
+    for r in store().runs():
+        try:
+            if r.config.method != "labelspread" and store().load_weights(r.run_id).kind == "network":
+                out[r.run_id] = f"{r.config.method} {r.config.arch} · {r.metrics.test_acc or 0:.1%} · {r.run_id[-6:]}"
+        except StoreError:
+            continue
+    return out
+
+
+tab_map, tab_spread, tab_gallery = st.tabs(["Feature map", "Label spreading, step by step", "Pseudo-label gallery"])
+
+with tab_map:
+    st.markdown(
+        "Each dot is an image, placed by t-SNE so that images with similar **features** sit close together. "
+        "Big diamonds are the 100 labeled images. A network that *understands* images puts each class in its own "
+        "region: then 100 labels are enough to tell the regions apart. A random network's features mix them."
+    )
+    c = st.columns(4)
+    source = c[0].radio("Images", ["test", "unlabeled"], horizontal=True, key="map_source")
+    n = c[1].select_slider("Points", [250, 500, 1000, 2000], value=1000, key="map_n")
+    res = c[2].select_slider("Resolution (px)", [32, 64, 96, 128], value=64, key="map_res",
+                             help="Higher: better ImageNet features, slower (cost ~ resolution²).")  # fmt: skip
+    trained = kept_networks()
+    run_id = c[3].selectbox("A trained run (kept network)", ["(none)", *trained], key="map_run",
+                            format_func=lambda i: trained.get(i, i))  # fmt: skip
+    pre = pretrained_backbone(res)
+    backbones = [random_backbone(pre), pre]
+    if run_id != "(none)":
+        record = store().load(run_id)
+        cfg = record.config
+        backbones.append(Backbone(cfg.arch, "", cfg.resolution, cfg.normalize, f"run {run_id[-6:]} ({cfg.method})",
+                                  store().load_weights(run_id).state, run_id))  # fmt: skip
+    if st.toggle("Draw the maps", key="maps_on", help="A cold map takes about 20 s; then it is cached."):
+        cols = st.columns(len(backbones))
+        for col, bb in zip(cols, backbones, strict=True):
+            with col:
+                try:
+                    frame = drawn_map(bb, bb.key(), source, n, splits.fingerprint)
+                except ModelError as err:
+                    st.error(f"No {bb.label} features: {err}")
+                    continue
+                st.altair_chart(feature_map_chart(frame, bb.label, classes), width="stretch")
+    else:
+        st.info("Turn on *Draw the maps*: a random network and " + pre.label + " side by side.")
+
+with tab_spread:
+    st.markdown(
+        "Label spreading on the ImageNet features of the labeled images and a sample of unlabeled ones: each "
+        "iteration passes every point's label scores to its 10 nearest neighbours. Slide to watch the labels "
+        "flow; grey points have received nothing yet."
+    )
+    c = st.columns([2, 1])
+    n_spread = c[1].select_slider("Unlabeled points", [250, 500, 1000, 2000], value=1000, key="spread_n")
+    step = c[0].select_slider("Spreading iterations", list(REPLAY_STEPS), value=0, key="spread_step")
+    if st.toggle("Replay label spreading", key="spread_on"):
+        pre = pretrained_backbone(64)
+        try:
+            frame = drawn_map(pre, pre.key(), "unlabeled", n_spread, splits.fingerprint)
+            feats = map_features(pre, splits, "unlabeled", n_spread, cache_dir)
+        except ModelError as err:
+            st.error(f"No ImageNet features: {err}")
+            st.stop()
+        _, truth, _ = map_images(splits, "unlabeled", n_spread)
+        n_lab = len(splits.labeled_y)
+        replay = spread_replay(feats, splits.labeled_y, len(classes), None if truth is None else truth[n_lab:])
+        now = next(s for s in replay if s.step == step)
+        current = [classes[int(c)] if r else "not reached" for c, r in zip(now.labels, now.reached, strict=True)]
+        shown = frame.assign(**{"class": list(frame["class"][:n_lab]) + current})
+        m1, m2 = st.columns([3, 2])
+        m1.altair_chart(feature_map_chart(shown, f"after {step} iterations ({pre.label})", classes), width="stretch")
+        acc = pd.DataFrame({"iteration": [s.step for s in replay], "accuracy": [s.accuracy for s in replay],
+                            "reached": [s.reached_fraction for s in replay]})  # fmt: skip
+        scored = f", {now.accuracy:.1%} of their labels right" if now.accuracy is not None else ""
+        m2.markdown(f"After **{step}** iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
+                    "At 20 these are label spreading's labels.")  # fmt: skip
+        m2.altair_chart(replay_accuracy_chart(acc, step), width="stretch")
+        m2.dataframe(acc, hide_index=True, column_config={
+            "accuracy": st.column_config.NumberColumn("pseudo-label accuracy (hidden labels)", format="percent"),
+            "reached": st.column_config.NumberColumn("points reached", format="percent")})  # fmt: skip
+    else:
+        st.info("Turn on *Replay label spreading* (it draws the ImageNet map of the unlabeled sample first).")
+
+with tab_gallery:
+    st.markdown(
+        "What a self-training or label-spreading run accepted as pseudo-labels, per class: the most and the least "
+        "confident, each marked ✓ or ✗ against the hidden label. Wrong *confident* pseudo-labels are the ones that "
+        "hurt: the head learns them as facts."
+    )
+    semi = {r.run_id: r for r in store().runs() if r.diagnostics.get("gallery")}
+    if not semi:
+        st.info("No semi-supervised run with a gallery yet: train *selftrain* or *labelspread* on the Train page.")
+    else:
+        rid = st.selectbox("Run", list(semi), key="gallery_run", format_func=lambda i: (
+            f"{semi[i].config.method} · {semi[i].metrics.test_acc or 0:.1%} · {i[-6:]}"))  # fmt: skip
+        marked = mark_gallery(semi[rid].diagnostics["gallery"], splits.unlabeled_hidden_y)
+        pixelated_images()
+        for entry in marked:
+            name = classes[entry["class"]] if entry["class"] < len(classes) else str(entry["class"])
+            shown = entry["right"] + entry["wrong"]
+            st.markdown(f"**{name}**: {entry['count']:,} accepted; of the {shown} shown, {entry['right']} right, "
+                        f"{entry['wrong']} wrong")  # fmt: skip
+            for end, title in (("most", "most confident"), ("least", "least confident")):
+                if not entry[end]:
+                    continue
+                cols = st.columns(9)
+                cols[0].caption(title)
+                for col, e in zip(cols[1:], entry[end], strict=False):
+                    if e["index"] >= len(splits.unlabeled_x):
+                        continue  # a run on another dataset
+                    mark = "" if e["right"] is None else ("✓" if e["right"] else "✗")
+                    col.image(splits.unlabeled_x[e["index"]].permute(1, 2, 0).numpy(), width=56,
+                              caption=f"{mark} {e['confidence']:.2f}")  # fmt: skip
