@@ -168,3 +168,14 @@ def spread_replay(
             acc = float((current[reached] == hidden[reached]).float().mean())
         out.append(SpreadStep(i, current, reached, acc, float(reached.float().mean())))
     return out
+
+
+def neighbour_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 10) -> float:
+    """How often a point's class is the majority class of its k nearest neighbours (cosine, itself
+    left out): one number for how well the features separate the classes, which the map only shows."""
+    z = torch.nn.functional.normalize(features.float() - features.float().mean(0), dim=1)
+    sims = z @ z.T
+    sims.fill_diagonal_(-2.0)
+    neighbours = sims.topk(min(k, len(z) - 1), dim=1).indices
+    votes = torch.nn.functional.one_hot(labels[neighbours], int(labels.max()) + 1).sum(1)
+    return float((votes.argmax(1) == labels).float().mean())

@@ -10,6 +10,7 @@ from core.featuremap import (
     Backbone,
     map_features,
     map_images,
+    neighbour_accuracy,
     pretrained_backbone,
     random_backbone,
     spread_replay,
@@ -32,8 +33,9 @@ classes = list(splits.classes)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint: str) -> pd.DataFrame:
-    """A map's points (cached by content on disk; this cache only saves the page a re-read)."""
+def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint: str) -> tuple[pd.DataFrame, float]:
+    """A map's points and its features' 10-NN accuracy (cached by content on disk; this cache only
+    saves the page a re-read)."""
     bar = st.progress(0.0, text=f"Features: {_backbone.label}")
     feats = map_features(_backbone, splits, source, n, cache_dir, lambda f, t: bar.progress(f * 0.3, text=t))
     bar.progress(0.3, text=f"t-SNE of {len(feats):,} points (about 10-20 s on 2 cores)")
@@ -41,7 +43,8 @@ def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint:
     bar.empty()
     x, y, _ = map_images(splits, source, n)
     names = [classes[int(c)] for c in y] if y is not None else ["?"] * len(x)
-    return map_frame(coords, names, len(splits.labeled_y), image_data_urls(x))
+    knn = neighbour_accuracy(feats, y) if y is not None else float("nan")
+    return map_frame(coords, names, len(splits.labeled_y), image_data_urls(x)), knn
 
 
 def kept_networks() -> dict[str, str]:
@@ -67,7 +70,7 @@ with tab_map:
     c = st.columns(4)
     source = c[0].radio("Images", ["test", "unlabeled"], horizontal=True, key="map_source")
     n = c[1].select_slider("Points", [250, 500, 1000, 2000], value=1000, key="map_n")
-    res = c[2].select_slider("Resolution (px)", [32, 64, 96, 128], value=64, key="map_res",
+    res = c[2].select_slider("Resolution (px)", [32, 64, 96, 128], value=96, key="map_res",
                              help="Higher: better ImageNet features, slower (cost ~ resolution²).")  # fmt: skip
     trained = kept_networks()
     run_id = c[3].selectbox("A trained run (kept network)", ["(none)", *trained], key="map_run",
@@ -84,11 +87,15 @@ with tab_map:
         for col, bb in zip(cols, backbones, strict=True):
             with col:
                 try:
-                    frame = drawn_map(bb, bb.key(), source, n, splits.fingerprint)
+                    frame, knn = drawn_map(bb, bb.key(), source, n, splits.fingerprint)
                 except ModelError as err:
                     st.error(f"No {bb.label} features: {err}")
                     continue
                 st.altair_chart(feature_map_chart(frame, bb.label, classes), width="stretch")
+                st.caption(
+                    f"**{knn:.1%}** of these images have the class of most of their 10 nearest neighbours in "
+                    "feature space (10% is chance): how well the features separate the classes."
+                )
     else:
         st.info("Turn on *Draw the maps*: a random network and " + pre.label + " side by side.")
 
@@ -102,9 +109,9 @@ with tab_spread:
     n_spread = c[1].select_slider("Unlabeled points", [250, 500, 1000, 2000], value=1000, key="spread_n")
     step = c[0].select_slider("Spreading iterations", list(REPLAY_STEPS), value=0, key="spread_step")
     if st.toggle("Replay label spreading", key="spread_on"):
-        pre = pretrained_backbone(64)
+        pre = pretrained_backbone(st.session_state.get("map_res", 96))  # the Feature map tab's map of unlabeled images
         try:
-            frame = drawn_map(pre, pre.key(), "unlabeled", n_spread, splits.fingerprint)
+            frame, _ = drawn_map(pre, pre.key(), "unlabeled", n_spread, splits.fingerprint)
             feats = map_features(pre, splits, "unlabeled", n_spread, cache_dir)
         except ModelError as err:
             st.error(f"No ImageNet features: {err}")
@@ -120,7 +127,7 @@ with tab_spread:
         acc = pd.DataFrame({"iteration": [s.step for s in replay], "accuracy": [s.accuracy for s in replay],
                             "reached": [s.reached_fraction for s in replay]})  # fmt: skip
         scored = f", {now.accuracy:.1%} of their labels right" if now.accuracy is not None else ""
-        m2.markdown(f"After **{step}** iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
+        m2.markdown(f"After {step} iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
                     "At 20 these are label spreading's labels.")  # fmt: skip
         m2.altair_chart(replay_accuracy_chart(acc, step), width="stretch")
         m2.dataframe(acc, hide_index=True, column_config={

@@ -227,7 +227,8 @@ def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery(app_env
     at.toggle(key="spread_on").set_value(True).run()
     at.select_slider(key="spread_step").set_value(20).run()
     assert not at.exception, at.exception
-    assert any("After **20** iterations: 100% of the points reached" in m.value for m in at.markdown)
+    assert any("After 20 iterations: 100% of the points reached" in m.value for m in at.markdown)
+    assert sum("nearest neighbours" in c.value for c in at.caption) == 2
     assert at.selectbox(key="gallery_run").value == run.run_id
     counts = [m.value for m in at.markdown if "accepted; of the" in m.value]
     assert len(counts) == 3 and all("5 accepted" in c for c in counts)  # per_class=5 of each class
