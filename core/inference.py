@@ -72,7 +72,7 @@ def predictor(store: RunStore, record: RunRecord, n_classes: int) -> Predictor:
     missing or do not fit, and core.models.ModelError when a head's pretrained backbone is unavailable."""
     cfg = record.config
     kept = store.load_weights(record.run_id)
-    device = resolve_device(cfg.device if cfg.device != "auto" else "auto")
+    device = resolve_device("auto")  # where the app runs now, whatever the run trained on
     bf16 = use_bf16(device, cfg.precision)
     if kept.kind == "network":
         model = create_model(cfg.arch, n_classes, "", cfg.resolution, cfg.normalize)

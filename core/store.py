@@ -158,6 +158,17 @@ class RunStore:
         self._write_atomically(path, lambda f: torch.save(payload, f))
         return path
 
+    def weights_kind(self, run_id: str) -> str | None:
+        """ "head", "network", or None (none kept, or unreadable), without reading the tensors (mmap)."""
+        path = self.weights_path(run_id)
+        if not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            return None
+        return payload.get("kind", "network") if isinstance(payload, dict) else None
+
     def load_weights(self, run_id: str) -> KeptWeights:
         path = self.weights_path(run_id)
         if not path.is_file():

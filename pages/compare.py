@@ -150,12 +150,12 @@ if m.confusion:
         st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
 else:
     st.caption(f"This run has no evaluation ({run.status}: {run.message}).")
-try:
-    kept = runs_store.load_weights(run.run_id)
-    st.caption(f"Weights kept: {kept.kind}, {runs_store.weights_bytes(run.run_id) / 1024:,.0f} KB "
+if kind := runs_store.weights_kind(run.run_id):
+    st.caption(f"Weights kept: {kind}, {runs_store.weights_bytes(run.run_id) / 1024:,.0f} KB "
                "(*Try a model* uses them).")  # fmt: skip
-except StoreError as err:
-    st.caption(f"Weights: {err}. To keep a network's, turn on *Keep the network's weights* on the Train page.")
+else:
+    st.caption("Weights: missing or unreadable. To keep a network's, tick *Keep the network's weights* on the "
+               "Train page.")  # fmt: skip
 st.json({"config": run.config.to_dict(), "timings": run.timings, "env": run.env}, expanded=False)
 
 st.subheader("Delete runs")

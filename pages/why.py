@@ -18,7 +18,6 @@ from core.featuremap import (
 from core.featuremap import project as tsne
 from core.models import ModelError
 from core.pseudo import mark_gallery
-from core.store import StoreError
 from ui.common import framed, pixelated_images, settings, store, try_splits
 
 framed("pages/why.py")
@@ -50,12 +49,10 @@ def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint:
 def kept_networks() -> dict[str, str]:
     """run id -> label of the runs whose whole network was kept (their features can be mapped)."""
     out = {}
-    for r in store().runs():
-        try:
-            if r.config.method != "labelspread" and store().load_weights(r.run_id).kind == "network":
-                out[r.run_id] = f"{r.config.method} {r.config.arch} · {r.metrics.test_acc or 0:.1%} · {r.run_id[-6:]}"
-        except StoreError:
-            continue
+    runs_store = store()
+    for r in runs_store.runs():
+        if runs_store.weights_kind(r.run_id) == "network":
+            out[r.run_id] = f"{r.config.method} {r.config.arch} · {r.metrics.test_acc or 0:.1%} · {r.run_id[-6:]}"
     return out
 
 

@@ -34,7 +34,8 @@ def test_a_network_is_kept_when_asked_and_predicts_what_the_run_measured(splits,
         predictor(store, plain, 3)
     kept = execute(SCRATCH.with_(keep_weights=True), splits, store)
     assert kept.config_hash == plain.config_hash  # a storage option, not another experiment
-    assert store.load_weights(kept.run_id).kind == "network"
+    assert store.load_weights(kept.run_id).kind == "network" == store.weights_kind(kept.run_id)
+    assert store.weights_kind(plain.run_id) is None
     probs = predictor(store, kept, 3)(splits.test_x)
     assert probs.shape == (30, 3) and torch.allclose(probs.sum(1), torch.ones(30))
     assert accuracy(probs, splits.test_y) == pytest.approx(kept.metrics.test_acc)
@@ -46,7 +47,8 @@ def test_a_head_on_frozen_features_is_always_kept_in_kilobytes(splits, checkpoin
                  flip_features=True, epochs=10, per_class=5, knn=3, device="cpu")  # fmt: skip
     record = execute(cfg, splits, store, cache_dir=tmp_path / "cache")
     kept = store.load_weights(record.run_id)
-    assert kept.kind == "head" and set(kept.state) == {"head.weight", "head.bias", "mean", "std"}
+    assert kept.kind == "head" == store.weights_kind(record.run_id)
+    assert set(kept.state) == {"head.weight", "head.bias", "mean", "std"}
     assert store.weights_bytes(record.run_id) < 10_000
     probs = predictor(store, record, 3)(splits.test_x)
     assert accuracy(probs, splits.test_y) == pytest.approx(record.metrics.test_acc)
