@@ -105,8 +105,11 @@ def test_train_page_shows_only_the_fields_that_matter(app_env):
     at.selectbox(key="schedule_scratch_notebook").select("cosine").run()
     shown = labels(at)
     assert "Momentum (SGD)" in shown and "Step schedule: factor" not in shown
+    assert "Keep the network's weights" in shown and not any("Keeps the network" in c.value for c in at.caption)
+    at.checkbox(key="keep_weights_scratch_notebook").check().run()
+    assert any("Keeps the network's weights: **42.6 MB**" in c.value for c in at.caption)  # resnet18_cifar, 3 classes
     for method, present, absent in (
-        ("transfer", {"What trains", "Resolution (px)"}, {"Rounds"}),
+        ("transfer", {"What trains", "Resolution (px)"}, {"Rounds", "Keep the network's weights"}),  # a head
         ("selftrain", {"Rounds", "Pseudo-labels per class"}, {"Neighbours (k)", "What trains"}),
         ("labelspread", {"Neighbours (k)"}, {"EMA decay"}),
         ("fixmatch", {"EMA decay", "Unlabeled per labeled (mu)"}, {"Neighbours (k)"}),
@@ -265,6 +268,7 @@ def test_try_page_gives_the_top_three_of_each_run(app_env, local_backbone):
     assert list(shown["class"]) == [c for c, _ in expected]
 
 
+@pytest.mark.slow  # three worker processes
 def test_notebook_page_queues_three_seeds_per_experiment_and_fills_its_table(app_env, local_backbone):
     from ui.common import registry
 
