@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +76,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def served_app(env_extra: dict[str, str]) -> Iterator[str]:
+    """`streamlit run app.py` on a free local port with env_extra set; yields its URL."""
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": str(ROOT)} | env_extra
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
+         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def open_when_up(page, url: str) -> None:
+    """page.goto(url), retried while the server starts."""
+    for _ in range(120):
+        try:
+            page.goto(url)
+            return
+        except Exception:
+            time.sleep(0.5)
+
+
 def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
@@ -86,24 +115,12 @@ def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
     log(f"  CLI run: {cli_s:.1f}s")
 
     runs = Path(tempfile.mkdtemp(prefix="bench-app-"))
-    port = free_port()
-    env = os.environ | {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs),
-                        "SMALLDATA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
-         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    env = {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
+    with served_app(env) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            for _ in range(120):
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/train")
-                    break
-                except Exception:
-                    time.sleep(0.5)
+            open_when_up(page, f"{url}/train")
             page.get_by_role("heading", name="Train").wait_for(timeout=120_000)
             # Queued as the Start button does; the server's own supervisor starts the worker.
             reg = JobRegistry(runs, dataset, cache_dir=cache, start=False)
@@ -116,9 +133,6 @@ def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
             page.get_by_text("saved as").first.wait_for(timeout=60_000)
             browser.close()
         app_s = reg.store.load(reg.get(job.job_id).run_id).timings["total_s"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     log(f"  app run with its Train page open in Chromium: {app_s:.1f}s")
     return {"cli_s": cli_s, "app_open_page_s": app_s, "app_vs_cli": app_s / cli_s}
 

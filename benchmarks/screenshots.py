@@ -10,22 +10,14 @@ Usage: python benchmarks/screenshots.py --dataset DIR --weights-dir DIR --out do
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("SMALLDATA_CHROMIUM", "/usr/bin/chromium")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from app_bench import CHROMIUM, open_when_up, served_app  # noqa: E402
 
 
 def settled(page) -> None:
@@ -44,62 +36,47 @@ def main() -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="shots-"))
-    port = free_port()
-    env = os.environ | {"SMALLDATA_DATASET": a.dataset, "SMALLDATA_WEIGHTS_DIR": a.weights_dir,
-                        "SMALLDATA_RUNS_DIR": str(tmp / "runs"), "SMALLDATA_CACHE_DIR": str(tmp / "cache")}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
-         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            for _ in range(120):
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/why")
-                    break
-                except Exception:
-                    time.sleep(0.5)
-            page.get_by_role("heading", name="Why it works").wait_for(timeout=300_000)
-            hint = page.get_by_text("a random network and", exact=False)
-            hint.first.wait_for(timeout=300_000)  # the dataset is decoded once (cached on disk)
+    env = {"SMALLDATA_DATASET": a.dataset, "SMALLDATA_WEIGHTS_DIR": a.weights_dir,
+           "SMALLDATA_RUNS_DIR": str(tmp / "runs"), "SMALLDATA_CACHE_DIR": str(tmp / "cache")}  # fmt: skip
+    with served_app(env) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        open_when_up(page, f"{url}/why")
+        page.get_by_role("heading", name="Why it works").wait_for(timeout=300_000)
+        hint = page.get_by_text("a random network and", exact=False)
+        hint.first.wait_for(timeout=300_000)  # the dataset is decoded once (cached on disk)
+        settled(page)
+        t = time.perf_counter()
+        page.get_by_text("Draw the maps", exact=True).first.click()
+        expect(hint).to_have_count(0, timeout=30_000)
+        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(2, timeout=300_000)
+        settled(page)
+        cold = time.perf_counter() - t
+        print(f"two cold maps (random and ImageNet, 1,100 points each): {cold:.1f} s")
+        page.screenshot(path=out / "why-map.png")
+        # Hover: sweep the ImageNet map until vega-tooltip shows a point's image.
+        box = page.locator("[data-testid='stVegaLiteChart']").nth(1).bounding_box()
+        tooltip = page.locator("#vg-tooltip-element img")
+        for i in range(400):
+            page.mouse.move(box["x"] + box["width"] * (0.2 + 0.6 * (i % 20) / 20),
+                            box["y"] + box["height"] * (0.25 + 0.5 * (i // 20) / 20))  # fmt: skip
+            if tooltip.count() and tooltip.first.is_visible():
+                break
+        print(f"hover shows the image: {tooltip.count() > 0 and tooltip.first.is_visible()}")
+        page.screenshot(path=out / "why-map-hover.png")
+        page.get_by_role("tab", name="Label spreading, step by step").click()
+        page.get_by_text("Replay label spreading", exact=True).first.click()
+        page.get_by_text("of the points reached").first.wait_for(timeout=300_000)
+        settled(page)
+        handle = page.get_by_role("slider").first
+        handle.focus()
+        for _ in range(3):  # 0 -> 1 -> 2 -> 5 iterations
+            handle.press("ArrowRight")
             settled(page)
-            t = time.perf_counter()
-            page.get_by_text("Draw the maps", exact=True).first.click()
-            expect(hint).to_have_count(0, timeout=30_000)
-            expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(2, timeout=300_000)
-            settled(page)
-            cold = time.perf_counter() - t
-            print(f"two cold maps (random and ImageNet, 1,100 points each): {cold:.1f} s")
-            page.screenshot(path=out / "why-map.png")
-            # Hover: sweep the ImageNet map until vega-tooltip shows a point's image.
-            box = page.locator("[data-testid='stVegaLiteChart']").nth(1).bounding_box()
-            tooltip = page.locator("#vg-tooltip-element img")
-            for i in range(400):
-                page.mouse.move(box["x"] + box["width"] * (0.2 + 0.6 * (i % 20) / 20),
-                                box["y"] + box["height"] * (0.25 + 0.5 * (i // 20) / 20))  # fmt: skip
-                if tooltip.count() and tooltip.first.is_visible():
-                    break
-            print(f"hover shows the image: {tooltip.count() > 0 and tooltip.first.is_visible()}")
-            page.screenshot(path=out / "why-map-hover.png")
-            page.get_by_role("tab", name="Label spreading, step by step").click()
-            page.get_by_text("Replay label spreading", exact=True).first.click()
-            page.get_by_text("of the points reached").first.wait_for(timeout=300_000)
-            settled(page)
-            handle = page.get_by_role("slider").first
-            handle.focus()
-            for _ in range(3):  # 0 -> 1 -> 2 -> 5 iterations
-                handle.press("ArrowRight")
-                settled(page)
-            page.get_by_text("After 5 iterations").first.wait_for(timeout=60_000)
-            settled(page)
-            page.screenshot(path=out / "why-spread.png")
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        page.get_by_text("After 5 iterations").first.wait_for(timeout=60_000)
+        settled(page)
+        page.screenshot(path=out / "why-spread.png")
+        browser.close()
     return 0
 
 
