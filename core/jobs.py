@@ -250,17 +250,19 @@ class JobRegistry:
         return args + (["--cache-dir", str(self.cache_dir)] if self.cache_dir else [])
 
     def _start_process(self, job: JobInfo) -> None:
+        """A worker for job; when it is done it goes on with the next queued jobs (within max_running)."""
         threads = str(self.threads_per_job())
         # Before torch starts: OpenMP sizes its pool once, at the first parallel region.
         # PASSIVE: OpenMP threads sleep at barriers instead of spinning, so a browser or the server taking a
         # core for a moment costs the run that moment, not a whole parallel region.
         env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        then = ["--then-below", str(self.max_running)]
         log_path = self._log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self._procs[job.job_id] = subprocess.Popen(
-                [sys.executable, "-m", "core", "worker", *self._worker_args(job)],
+                [sys.executable, "-m", "core", "worker", *self._worker_args(job), *then],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
                 start_new_session=True,  # a server restart leaves running workers alone
             )  # fmt: skip

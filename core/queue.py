@@ -151,10 +151,16 @@ class JobQueue:
 
     # ---- workers
 
-    def claim(self, job_id: int | None = None) -> JobInfo | None:
-        """Atomically takes the oldest queued job (or job_id) for this process; None when there is none."""
+    def claim(self, job_id: int | None = None, *, below: int | None = None) -> JobInfo | None:
+        """Atomically takes the oldest queued job (or job_id) for this process; None when there is none,
+        or (below=N) when N jobs are running already: a worker that goes on to the next job must not
+        exceed the limit the supervisor keeps."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # one claimer at a time: no job runs twice
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('running', 'stopping')").fetchone()[0]
+            if below is not None and running >= below:
+                db.execute("COMMIT")
+                return None
             if job_id is None:
                 row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
             else:

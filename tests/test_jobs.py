@@ -139,6 +139,31 @@ def test_a_restarted_server_runs_the_jobs_queued_before(dataset_dir, tmp_path, r
     after.close()
 
 
+def test_a_claim_below_the_limit_waits_for_a_free_slot(tmp_path):
+    q = JobQueue(tmp_path / "q.sqlite")
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(3)]
+    assert q.claim(below=1).job_id == ids[0]
+    assert q.claim(below=1) is None  # one runs: a worker going on to the next job must not add a second
+    assert q.claim(below=2).job_id == ids[1]
+    q.finish(ids[0], "finished", None, "")
+    assert q.claim(below=2).job_id == ids[2]
+
+
+@pytest.mark.slow
+def test_a_started_worker_goes_on_with_the_next_queued_jobs(dataset_dir, tmp_path, registries):
+    """Three jobs, one at a time: the first job's worker runs all three (no second start-up), and never
+    two at once."""
+    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache", start=False)
+    ids = [reg.submit(TrainConfig(**QUICK, seed=s)).job_id for s in range(3)]
+    reg.tick()  # starts one worker, for the first job
+    assert reg.wait(timeout=120)
+    jobs = [reg.get(i) for i in ids]
+    assert [j.state for j in jobs] == ["finished"] * 3
+    assert len({j.pid for j in jobs}) == 1 and len(reg.store.runs()) == 3
+    spans = sorted((j.started, j.ended) for j in jobs)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # one after the other
+
+
 @pytest.mark.slow
 def test_stop_takes_effect_within_two_seconds(dataset_dir, tmp_path, registries):
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
