@@ -59,6 +59,7 @@ def test_data_page_previews_two_pipelines(app_env):
     assert any("warp" in e.value for e in at.error)
 
 
+@pytest.mark.slow  # a worker process
 def test_train_page_validates_and_starts_a_run_that_compare_lists(app_env):
     at = open_page("pages/train.py")
     assert at.radio(key="method").value == "scratch"
@@ -173,6 +174,7 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
     assert not sessions[0].exception
 
 
+@pytest.mark.slow  # a worker process
 def test_compare_offers_the_full_test_pass_of_a_stopped_run(app_env, splits):
     """A run stopped before its final test pass shows its partial accuracy and "Evaluate now", which
     queues the pass as a job; once it has run, the page shows the full evaluation."""
