@@ -54,7 +54,7 @@ def use_bf16(device: torch.device, precision: str) -> bool:
     return cpu_has_fast_bf16()
 
 
-def place(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.Module:
+def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model on its device, in the memory layout every run uses: channels_last, which oneDNN and
     cuDNN want. On a 2-core CPU in fp32 it runs mobilenet_v2 at 128 px 1.66x faster (151 vs 91
     images/s) and resnet18_cifar as fast; with bf16 it was needed for the speed-up at all."""

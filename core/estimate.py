@@ -34,7 +34,7 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     if batch > PROBE and device == "cpu":
         return _measure(arch, resolution, PROBE, device, bf16, train) * batch / PROBE
     dev = torch.device(device)
-    model = place(create_model(arch, 10, "", resolution, False), dev, bf16)  # as fit runs it
+    model = place(create_model(arch, 10, "", resolution, False), dev)  # as fit runs it
     x = torch.rand(batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -107,7 +107,8 @@ class StepTimings:
                 self.known = {}  # a damaged file is measured again, never trusted
 
     def get(self, arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool, busy: bool) -> float:
-        key = f"{torch.__version__}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
+        # "cl": timed in channels_last, as core.device.place runs every model; older timings are retaken.
+        key = f"{torch.__version__}|cl|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
         return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train))
 
     def head_step(self, busy: bool) -> float:

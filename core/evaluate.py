@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import torch
+
 from core.data import Splits
 from core.device import place, resolve_device, use_bf16
 from core.engine import StopFn, metrics, predict
 from core.method import SKIPPED_TEST_PASS
-from core.models import create_model
+from core.models import SmallDataNet, create_model
 from core.record import RunRecord
 from core.store import RunStore, StoreError, same_test_set
 
@@ -22,6 +24,23 @@ from core.store import RunStore, StoreError, same_test_set
 def can_evaluate(store: RunStore, record: RunRecord) -> bool:
     """A run whose test accuracy is partial and whose weights were kept."""
     return record.metrics.partial and store.has_weights(record.run_id) and record.config.finetune != "head"
+
+
+def load_kept(module: torch.nn.Module, state: dict[str, torch.Tensor], record: RunRecord) -> None:
+    """state into module; a file for another model says so rather than print the key lists."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        msg = f"the weights kept for {record.run_id} do not fit {record.config.arch} ({str(err)[:120]}...)"
+        raise StoreError(msg) from None
+
+
+def kept_network(record: RunRecord, state: dict[str, torch.Tensor], n_classes: int) -> SmallDataNet:
+    """The run's whole network, rebuilt from its config and its kept state_dict (on the CPU)."""
+    cfg = record.config
+    model = create_model(cfg.arch, n_classes, "", cfg.resolution, cfg.normalize)
+    load_kept(model, state, record)
+    return model
 
 
 def evaluate_saved(
@@ -40,15 +59,11 @@ def evaluate_saved(
     cfg = record.config
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
-    model = create_model(cfg.arch, len(splits.classes), "", cfg.resolution, cfg.normalize)
     kept = store.load_weights(run_id)
     if kept.kind != "network":
         raise StoreError(f"run {run_id} kept only its head: its test pass runs on cached features, nothing to redo")
-    try:
-        model.load_state_dict(kept.state)
-    except RuntimeError as err:  # a file for another model: say so rather than print the key lists
-        raise StoreError(f"the weights kept for {run_id} do not fit {cfg.arch} ({str(err)[:120]}...)") from None
-    place(model, device, bf16).eval()
+    model = kept_network(record, kept.state, len(splits.classes))
+    place(model, device).eval()
     t = time.perf_counter()
     logits = predict(model, splits.test_x, device, bf16, progress=progress, should_stop=should_stop)
     test = metrics(logits, splits.test_y, len(splits.classes))

@@ -19,7 +19,7 @@ from core.data import Splits, save_cache
 from core.device import place, resolve_device, use_bf16
 from core.features import cache_key, cached_features, extract
 from core.graph import balance, knn_graph, spread_steps
-from core.models import create_model, list_weight_files, weights_id
+from core.models import REGISTRY, create_model, list_weight_files, weights_id
 
 ProgressFn = Callable[[float, str], None]
 SOURCES = ("test", "unlabeled")
@@ -46,8 +46,6 @@ class Backbone:
 def pretrained_backbone(resolution: int = 64) -> Backbone:
     """The ImageNet backbone the lab has: a local checkpoint whose file name starts with a registered
     architecture (the offline lab's), else torchvision's ResNet-18 weights (downloaded)."""
-    from core.models import REGISTRY
-
     for path in list_weight_files():
         arch = max((a for a in REGISTRY if path.name.startswith(a)), key=len, default=None)
         if arch:
@@ -103,7 +101,7 @@ def map_features(
             model.load_state_dict(backbone.state)
         device = resolve_device("auto")
         bf16 = use_bf16(device, "auto")
-        place(model, device, bf16)
+        place(model, device)
         return extract(model, x, device=device, bf16=bf16, progress=progress, what=f"{len(x):,} images")
 
     key = cache_key("map", *backbone.key(), splits.fingerprint, source, len(idx), int(idx.sum()))

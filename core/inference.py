@@ -16,11 +16,12 @@ from PIL import Image, UnidentifiedImageError
 
 from core.device import place, resolve_device, use_bf16
 from core.engine import predict
+from core.evaluate import kept_network, load_kept
 from core.features import extract
 from core.frozen import StandardizedHead
 from core.models import create_model
 from core.record import RunRecord
-from core.store import RunStore, StoreError
+from core.store import RunStore
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000  # a 5 MB photo has at most ~25 MP; more is a bomb
@@ -75,15 +76,13 @@ def predictor(store: RunStore, record: RunRecord, n_classes: int) -> Predictor:
     device = resolve_device("auto")  # where the app runs now, whatever the run trained on
     bf16 = use_bf16(device, cfg.precision)
     if kept.kind == "network":
-        model = create_model(cfg.arch, n_classes, "", cfg.resolution, cfg.normalize)
-        _load(model, kept.state, record.run_id)
-        place(model, device, bf16).eval()
+        model = place(kept_network(record, kept.state, n_classes), device).eval()
         return lambda x: predict(model, x, device, bf16).float().softmax(1)
     # A head on frozen features: the backbone comes from the config's pretrained weights.
-    backbone = place(create_model(cfg.arch, n_classes, cfg.weights, cfg.resolution, cfg.normalize), device, bf16)
+    backbone = place(create_model(cfg.arch, n_classes, cfg.weights, cfg.resolution, cfg.normalize), device)
     dim = backbone.feature_dim
     head = StandardizedHead(torch.nn.Linear(dim, n_classes), torch.zeros(dim), torch.ones(dim))
-    _load(head, kept.state, record.run_id)
+    load_kept(head, kept.state, record)
     head.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -92,13 +91,6 @@ def predictor(store: RunStore, record: RunRecord, n_classes: int) -> Predictor:
             return head(feats).float().softmax(1)
 
     return run
-
-
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], run_id: str) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise StoreError(f"the weights kept for {run_id} do not fit its model ({str(err)[:120]}...)") from None
 
 
 def top_k(probs: torch.Tensor, classes: list[str], k: int = 3) -> list[tuple[str, float]]:

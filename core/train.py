@@ -61,7 +61,7 @@ def fit(
     t0 = time.perf_counter()
     model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
     model.set_trainable(cfg.finetune)
-    place(model, device, bf16)
+    place(model, device)
     rows: list[dict] = []
 
     def keep_row(row: dict) -> None:

@@ -109,7 +109,8 @@ c1.download_button("Download CSV", table.to_csv(index=False), "results.csv", "te
 with_weights = [i for i in chosen if runs_store.has_weights(i)]
 if with_weights:  # a zip: the records and the weights they kept
     c2.download_button(
-        f"Export selected runs (zip, {len(with_weights)} with weights)", runs_store.export_archive(chosen),
+        f"Export selected runs (zip, {len(with_weights)} with weights)",
+        lambda: runs_store.export_archive(chosen),  # zipped on click, not on every rerun: networks are tens of MB
         "runs.zip", "application/zip", icon=":material/ios_share:",
     )  # fmt: skip
 else:

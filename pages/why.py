@@ -46,6 +46,15 @@ def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint:
     return map_frame(coords, names, len(splits.labeled_y), image_data_urls(x)), knn
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def replayed(_backbone: Backbone, key: tuple, n: int, fingerprint: str) -> list:
+    """Label spreading replayed on a map's features, once per map: the slider only picks a step."""
+    feats = map_features(_backbone, splits, "unlabeled", n, cache_dir)
+    _, truth, _ = map_images(splits, "unlabeled", n)
+    hidden = None if truth is None else truth[len(splits.labeled_y) :]
+    return spread_replay(feats, splits.labeled_y, len(classes), hidden)
+
+
 def kept_networks() -> dict[str, str]:
     """run id -> label of the runs whose whole network was kept (their features can be mapped)."""
     out = {}
@@ -109,13 +118,11 @@ with tab_spread:
         pre = pretrained_backbone(st.session_state.get("map_res", 96))  # the Feature map tab's map of unlabeled images
         try:
             frame, _ = drawn_map(pre, pre.key(), "unlabeled", n_spread, splits.fingerprint)
-            feats = map_features(pre, splits, "unlabeled", n_spread, cache_dir)
+            replay = replayed(pre, pre.key(), n_spread, splits.fingerprint)
         except ModelError as err:
             st.error(f"No ImageNet features: {err}")
             st.stop()
-        _, truth, _ = map_images(splits, "unlabeled", n_spread)
         n_lab = len(splits.labeled_y)
-        replay = spread_replay(feats, splits.labeled_y, len(classes), None if truth is None else truth[n_lab:])
         now = next(s for s in replay if s.step == step)
         current = [classes[int(c)] if r else "not reached" for c, r in zip(now.labels, now.reached, strict=True)]
         shown = frame.assign(**{"class": list(frame["class"][:n_lab]) + current})
