@@ -6,14 +6,17 @@ Writes `report.md` and `results.csv` into --out:
 2. throughput: evaluation images/s per model and resolution, feature extraction images/s;
 3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time
    cold and cached, and the time estimate against each run;
-4. jobs and app (core.bench_jobs): two jobs at once vs one, Stop latency, the Train page's rerun
+4. many seeds: five seeds of the scratch recipe trained together (core.multiseed, stacked) against
+   the same five trained alone, end to end and training only;
+5. jobs and app (core.bench_jobs): two jobs at once vs one, Stop latency, the Train page's rerun
    time while a run trains, a run from the app with its page open in Chromium vs the CLI.
---quick shrinks every part to a smoke check of about a minute.
+--quick shrinks every part to a smoke check; --parts picks some of them (default: all).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 import sys
 import time
@@ -28,10 +31,12 @@ from core.data import default_cache_dir, load_splits
 from core.device import device_name, resolve_device, use_bf16
 from core.estimate import estimate_seconds
 from core.models import create_model
+from core.multiseed import fit_seeds
 from core.notebook_loop import run_notebook_loop
 from core.registry import preset
 from core.train import fit
 
+PARTS = ("engine", "throughput", "accuracy", "seeds", "jobs")
 RESOLUTIONS = (32, 64, 96, 128, 160, 224)
 TRANSFER_ARCHS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -41,7 +46,7 @@ def log(msg: str) -> None:
 
 
 def engine_vs_notebook(splits, epochs: int, test_limit: int | None, device: str) -> list[dict[str, Any]]:
-    log(f"[1/3] notebook loop vs engine, {epochs} epochs")
+    log(f"[1/5] notebook loop vs engine, {epochs} epochs")
     nb = run_notebook_loop(splits, epochs=epochs, device=device, test_limit=test_limit)
     small = splits if test_limit is None else _limit_test(splits, test_limit)
     cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0, device=device)
@@ -87,7 +92,7 @@ def _limit_test(splits, n):
 
 
 def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[str, Any]]:
-    log("[2/3] throughput")
+    log("[2/5] throughput")
     dev = resolve_device(device)
     bf16 = use_bf16(dev, "auto")
     images = splits.test_x[:n_images]
@@ -106,7 +111,7 @@ def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[st
 
 
 def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: str, cache_dir) -> list[dict]:
-    log(f"[3/3] recommended presets, {seeds} seed(s)")
+    log(f"[3/5] recommended presets, {seeds} seed(s)")
     rows = []
     for method in ("scratch", "transfer", "labelspread"):
         overrides: dict[str, Any] = {"device": device}
@@ -145,6 +150,41 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
             row["pseudo_label_acc"] = statistics.mean(s["final_acc"] or 0 for s in semi)
         rows.append(row)
     return rows
+
+
+def many_seeds(splits, quick: bool, device: str, n: int = 5) -> list[dict]:
+    """n seeds of the scratch recipe (shortened: the ratio, not the accuracy, is measured) trained
+    together, stacked, against the same n trained alone one after another, in this process."""
+    epochs = 2 if quick else 20
+    log(f"[4/5] {n} seeds of scratch recommended ({epochs} epochs): stacked vs alone")
+    if quick:  # the test pass is the same work either way; a slice of it keeps the smoke check short
+        splits = dataclasses.replace(splits, test_x=splits.test_x[:1000], test_y=splits.test_y[:1000])
+    cfg = preset("scratch", "recommended", device=device, epochs=epochs, warmup_epochs=1, eval_every=0)
+    seeds = list(range(n))
+    t = time.perf_counter()
+    alone = [fit(cfg.with_(seed=s), splits) for s in seeds]
+    alone_s = time.perf_counter() - t
+    t = time.perf_counter()
+    stacked = fit_seeds(cfg, seeds, splits, stack=True)
+    stacked_s = time.perf_counter() - t
+    alone_train = sum(r.timings["train_s"] for r in alone)
+    stacked_train = sum(r.timings["train_s"] for r in stacked)  # each seed's share of the shared time
+    # Not equal run for run: early training at this learning rate amplifies float rounding (the order of
+    # sums in a grouped convolution; the memory layout alone does as much), so compare the seeds' means.
+    acc_alone = statistics.mean(r.metrics.test_acc for r in alone)
+    acc_stacked = statistics.mean(r.metrics.test_acc for r in stacked)
+    log(f"  alone {alone_s:.0f}s, stacked {stacked_s:.0f}s; training {alone_train:.0f}s vs {stacked_train:.0f}s")
+    name = f"{n} seeds, {epochs} epochs, {len(splits.test_y):,} test images"
+    one = alone_s / n
+    return [
+        {"part": "seeds", "name": f"{name}: alone, one after another (s)", "value": alone_s},
+        {"part": "seeds", "name": f"{name}: together, stacked (s)", "value": stacked_s},
+        {"part": "seeds", "name": "speed-up, end to end (alone / stacked)", "value": alone_s / stacked_s},
+        {"part": "seeds", "name": "speed-up, training only", "value": alone_train / stacked_train},
+        {"part": "seeds", "name": f"stacked {n} seeds / one seed alone, end to end", "value": stacked_s / one},
+        {"part": "seeds", "name": f"mean test accuracy of the {n} seeds alone (%)", "value": acc_alone * 100},
+        {"part": "seeds", "name": f"mean test accuracy of the {n} seeds stacked (%)", "value": acc_stacked * 100},
+    ]
 
 
 def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> None:
@@ -197,6 +237,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
             "Time estimate against the run (target: ratio within 0.7-1.3)",
             ["name", "estimate_s", "actual_s", "ratio"],
         ),  # fmt: skip
+        "seeds": ("Many seeds at once (core.multiseed)", ["name", "value"]),
         "jobs": ("Worker processes", ["name", "value"]),
         "app": ("The app (AppTest and Chromium)", ["name", "value"]),
     }
@@ -222,10 +263,19 @@ def main(args) -> int:
     dev = resolve_device("auto")
     device = str(dev)
     quick = args.quick
-    rows = engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
-    rows += throughput(splits, args.weights, 128 if quick else 1024, device)
-    rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
-    if not args.skip_jobs:
+    parts = set((getattr(args, "parts", None) or ",".join(PARTS)).split(","))
+    if parts - set(PARTS):
+        raise ValueError(f"--parts {parts - set(PARTS)}: choose from {','.join(PARTS)}")
+    rows = []
+    if "engine" in parts:
+        rows += engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
+    if "throughput" in parts:
+        rows += throughput(splits, args.weights, 128 if quick else 1024, device)
+    if "accuracy" in parts:
+        rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
+    if "seeds" in parts:
+        rows += many_seeds(splits, quick, device)
+    if "jobs" in parts and not args.skip_jobs:
         rows += two_jobs_at_once(args.dataset, cache, 2 if quick else 10)
         rows += stop_latency(args.dataset, args.weights, cache)
         rows += app_measurements(args.dataset, cache, quick)

@@ -161,6 +161,11 @@ class Method:
         than a head on cached features (a blink)."""
         return True
 
+    def stacks_seeds(self, cfg: TrainConfig) -> bool:
+        """Whether seeds of this recipe can train together, stacked (core.multiseed): a whole network
+        trained end to end by the engine's supervised loop, nothing else per seed."""
+        return False
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         """Seconds the run will take on this device; the default: epochs of training steps and a test pass."""
         steps = cfg.epochs * -(-min(cfg.n_labeled, sizes.labeled) // cfg.batch_size)

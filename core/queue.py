@@ -176,6 +176,34 @@ class JobQueue:
             db.execute("COMMIT")
         return self.get(row["id"])
 
+    def claim_siblings(self, job: JobInfo, limit: int) -> list[JobInfo]:
+        """Atomically takes up to `limit` queued training jobs that differ from `job` (claimed) only in
+        their seed, for this process: seeds of one recipe that train together (core.multiseed)."""
+        recipe = job.cfg.with_(seed=0)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                "SELECT id, config FROM jobs WHERE state = 'queued' AND kind = 'train' AND dataset = ? ORDER BY id",
+                (job.dataset,),
+            ).fetchall()
+            seeds, ids = {job.cfg.seed}, []
+            for row in rows:
+                try:
+                    cfg = TrainConfig.from_json(row["config"])
+                except ValueError:
+                    continue
+                if len(ids) < limit and cfg.seed not in seeds and cfg.with_(seed=0) == recipe:
+                    seeds.add(cfg.seed)
+                    ids.append(row["id"])
+            now = time.time()
+            for job_id in ids:
+                db.execute(
+                    "UPDATE jobs SET state = 'running', started = ?, heartbeat = ?, host = ?, pid = ? WHERE id = ?",
+                    (now, now, socket.gethostname(), os.getpid(), job_id),
+                )
+            db.execute("COMMIT")
+        return [self.get(job_id) for job_id in ids]
+
     def add_row(self, job_id: int, row: dict[str, Any]) -> None:
         with self._connect() as db:
             n = db.execute("SELECT COUNT(*) FROM rows WHERE job_id = ?", (job_id,)).fetchone()[0]

@@ -74,7 +74,14 @@ def fit(
         out = method.run(ctx)
     except InterruptedError as err:  # stopped before there was anything to evaluate (feature extraction)
         out = Outcome("stopped", str(err), rows, {"accuracy": None}, {"accuracy": None, "images": 0})
-    train, test = out.train, out.test
+    return outcome_record(cfg, out, splits, environment(device, bf16), run_id, created, time.perf_counter() - t0)
+
+
+def outcome_record(
+    cfg: TrainConfig, out: Outcome, splits: Splits, env: dict, run_id: str | None, created: float, total_s: float
+) -> RunRecord:
+    """The record of a run that got as far as its method's Outcome (fit, and core.multiseed per seed)."""
+    method = get_method(cfg.method)
     return RunRecord(
         run_id=run_id or new_run_id(cfg),
         status=out.status,
@@ -82,11 +89,11 @@ def fit(
         unit=method.unit,
         total_units=method.total_units(cfg),
         history=out.history,
-        metrics=Metrics(train_acc=train["accuracy"]).with_test(test),
+        metrics=Metrics(train_acc=out.train["accuracy"]).with_test(out.test),
         message=out.message,
         dataset=dataset_info(splits),
-        env=environment(device, bf16),
-        timings=out.timings | {"total_s": time.perf_counter() - t0},
+        env=env,
+        timings=out.timings | {"total_s": total_s},
         diagnostics=out.diagnostics,
         created=created,
     )

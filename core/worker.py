@@ -15,9 +15,11 @@ from pathlib import Path
 
 from core.data import DataError, load_splits
 from core.evaluate import evaluate_saved
+from core.multiseed import MAX_SEEDS, fit_seeds, stacks_here
 from core.queue import JobInfo, JobQueue
+from core.record import new_run_id
 from core.store import RunStore, StoreError
-from core.train import execute, failure_advice
+from core.train import execute, failed_record, failure_advice
 
 STOP_POLL_S = 0.2  # how often a running job asks the database whether Stop was pressed
 NOTE_EVERY_S = 0.5  # progress notes (feature extraction, the test pass) at most this often
@@ -38,33 +40,47 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | None) -> str:
-    """Runs one claimed job to its end and records it in the queue; returns its final state."""
-    done = threading.Event()
-
-    def heartbeat() -> None:  # lets other machines tell a live worker from a dead one
-        while not done.wait(HEARTBEAT_S):
-            queue.beat(job.job_id)
-
-    threading.Thread(target=heartbeat, daemon=True).start()
-    last = {"stop_check": 0.0, "stop": False, "note": 0.0}
+def stop_poller(queue: JobQueue, job_id: int):
+    """should_stop for one job: asks the database at most every STOP_POLL_S, and remembers a yes."""
+    last = {"check": 0.0, "stop": False}
 
     def should_stop() -> bool:
         now = time.monotonic()
-        if not last["stop"] and now - last["stop_check"] >= STOP_POLL_S:
-            last["stop_check"], last["stop"] = now, queue.stop_requested(job.job_id)
+        if not last["stop"] and now - last["check"] >= STOP_POLL_S:
+            last["check"], last["stop"] = now, queue.stop_requested(job_id)
         return last["stop"]
+
+    return should_stop
+
+
+def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | None) -> str:
+    """Runs one claimed job to its end and records it in the queue; returns its final state. A training
+    job whose recipe stacks here (core.multiseed) takes the queued jobs of its other seeds along."""
+    done = threading.Event()
+    beating = [job.job_id]
+
+    def heartbeat() -> None:  # lets other machines tell a live worker from a dead one
+        while not done.wait(HEARTBEAT_S):
+            for job_id in list(beating):
+                queue.beat(job_id)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    should_stop = stop_poller(queue, job.job_id)
+    last_note = {"at": 0.0}
 
     def note(fraction: float, text: str) -> None:
         now = time.monotonic()
-        if now - last["note"] >= NOTE_EVERY_S or fraction >= 1.0:
-            last["note"] = now
+        if now - last_note["at"] >= NOTE_EVERY_S or fraction >= 1.0:
+            last_note["at"] = now
             queue.set_note(job.job_id, fraction, text)
 
     try:
         splits = load_splits(job.dataset, n_labeled=job.cfg.n_labeled, cache_dir=cache_dir, download=False)
         if job.kind == "evaluate":
             return evaluate_job(queue, job, store, splits, note, should_stop)
+        if stacks_here(job.cfg) and (siblings := queue.claim_siblings(job, MAX_SEEDS - 1)):
+            beating += [s.job_id for s in siblings]
+            return run_seeds(queue, [job, *siblings], store, splits, cache_dir, note)
         record = execute(
             job.cfg, splits, store, on_row=lambda row: queue.add_row(job.job_id, row), should_stop=should_stop,
             cache_dir=cache_dir, progress=note,
@@ -76,6 +92,32 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
         return "failed"
     finally:
         done.set()
+
+
+def run_seeds(queue: JobQueue, jobs: list[JobInfo], store: RunStore, splits, cache_dir, note) -> str:
+    """Jobs of one recipe and different seeds, trained together; each saved as its own run."""
+    started = time.time()
+    run_ids = [new_run_id(j.cfg) for j in jobs]
+    stops = [stop_poller(queue, j.job_id) for j in jobs]
+    rows: list[list[dict]] = [[] for _ in jobs]
+
+    def on_row(i: int, row: dict) -> None:
+        rows[i].append(row)
+        queue.add_row(jobs[i].job_id, row)
+
+    try:
+        records = fit_seeds(
+            jobs[0].cfg, [j.cfg.seed for j in jobs], splits, on_row=on_row, should_stop=lambda i: stops[i](),
+            cache_dir=cache_dir, progress=note, run_ids=run_ids, stack=True,
+            keep_weights=lambda i, state, kind: store.save_weights(run_ids[i], state, kind),
+        )  # fmt: skip
+    except (ValueError, RuntimeError, MemoryError) as err:  # OOM, ...: every seed saved as failed
+        records = [failed_record(j.cfg, err, splits=splits, run_id=run_ids[i], history=rows[i], started=started)
+                   for i, j in enumerate(jobs)]  # fmt: skip
+    for job, record in zip(jobs, records, strict=True):
+        store.save(record)
+        queue.finish(job.job_id, record.status, record.run_id, record.message)
+    return records[0].status
 
 
 def evaluate_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, note, should_stop) -> str:

@@ -7,6 +7,7 @@ from core.config import FIELD_SPECS, ConfigError, TrainConfig
 from core.estimate import EstimateUnavailable, estimate_seconds
 from core.method import OPTIMISATION
 from core.models import REGISTRY, list_models, list_weight_files, state_dict_bytes
+from core.multiseed import stacks_here
 from core.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
 from ui.common import framed, registry, settings, store, try_splits
 from ui.jobs_view import show_jobs
@@ -86,7 +87,8 @@ field_inputs([f for f in ("seed", "eval_every") if f in fields], base, values, k
 c = st.columns(4)
 repeats = c[0].number_input(
     "Repeat with N seeds", 1, 10, 1, key=f"rep_{k}",
-    help="Queues N runs with seeds seed, seed+1, ...: accuracy on 100 labels is noisy.",
+    help="Queues N runs with seeds seed, seed+1, ...: accuracy on 100 labels is noisy. On a GPU, the seeds of "
+    "a run that trains a whole network (scratch, fine-tuning) train together, at a fraction of N times the cost.",
 )  # fmt: skip
 
 try:
@@ -122,6 +124,9 @@ else:
 if cfg is not None and cfg.keep_weights and METHODS[method].tests_images(cfg):
     size = state_dict_bytes(cfg.arch, len(splits.classes))
     st.caption(f"Keeps the network's weights: **{size / 2**20:.1f} MB** per run beside its record.")
+if cfg is not None and repeats > 1 and stacks_here(cfg):
+    st.caption(f"The {int(repeats)} seeds train together in one worker, stacked (`core.multiseed`); each is saved "
+               "as its own run.")  # fmt: skip
 label = "Run again with another seed" if saved else "Start"
 if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):
     seed = cfg.seed

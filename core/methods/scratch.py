@@ -9,18 +9,20 @@ from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
 from core.engine import eval_subset, predict, supervised_step, train_loop
 from core.method import OPTIMISATION, Method, Outcome, RunContext, finish
+from core.models import SmallDataNet
+
+
+def set_train_mode(model: SmallDataNet, finetune: str) -> None:
+    model.train()
+    if finetune == "last":  # frozen layers keep their BatchNorm statistics
+        model.backbone.eval()
+        model.last[0].train()
 
 
 def train_end_to_end(ctx: RunContext) -> Outcome:
     cfg, s, model = ctx.cfg, ctx.splits, ctx.model
     augment = BatchAugment(cfg.augment, ctx.n_classes)
     subset = eval_subset(len(s.test_y), cfg.eval_subset)
-
-    def set_train_mode() -> None:
-        model.train()
-        if cfg.finetune == "last":  # frozen layers keep their BatchNorm statistics
-            model.backbone.eval()
-            model.last[0].train()
 
     def check() -> float:
         model.eval()
@@ -31,8 +33,8 @@ def train_end_to_end(ctx: RunContext) -> Outcome:
     step = supervised_step(model, s.labeled_x, s.labeled_y, cfg, ctx.device, ctx.bf16, augment)
     params = [p for p in model.parameters() if p.requires_grad]
     loop = train_loop(
-        params, len(s.labeled_y), cfg, step, device=ctx.device, set_train_mode=set_train_mode, check=check,
-        on_row=ctx.on_row, should_stop=ctx.should_stop,
+        params, len(s.labeled_y), cfg, step, device=ctx.device, check=check, on_row=ctx.on_row,
+        should_stop=ctx.should_stop, set_train_mode=lambda: set_train_mode(model, cfg.finetune),
     )  # fmt: skip
     train_s = time.perf_counter() - t
     model.eval()
@@ -69,6 +71,9 @@ class Scratch(Method):
             raise ConfigError(
                 f"weights={cfg.weights!r} makes no sense with method=scratch; use method=transfer or clear weights"
             )
+
+    def stacks_seeds(self, cfg: TrainConfig) -> bool:
+        return True
 
     def run(self, ctx: RunContext) -> Outcome:
         return train_end_to_end(ctx)

@@ -88,6 +88,9 @@ class Transfer(Method):
     def tests_images(self, cfg: TrainConfig) -> bool:
         return cfg.finetune != "head"
 
+    def stacks_seeds(self, cfg: TrainConfig) -> bool:
+        return cfg.finetune != "head"  # a head on cached features takes seconds per seed anyway
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         if cfg.finetune == "head":
             return probe_seconds(cfg, sizes, timing)
