@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--job", type=int, default=None, help="run this job only")
     worker.add_argument("--then-below", type=int, default=None,
                         help="after --job, run the next queued jobs while fewer than N run")  # fmt: skip
+    worker.add_argument("--linger", type=float, default=0.0,
+                        help="with --then-below: wait this many seconds for a next job before exiting")  # fmt: skip
     worker.add_argument("--queue", default=None, help="the queue database (default RUNS_DIR/queue.sqlite)")
     worker.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     worker.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by N (0-19)")
@@ -224,7 +226,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queue = Path(args.queue) if args.queue else default_queue_path(_runs_dir(args))
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     ran = work(queue, once=args.once, job_id=args.job, threads=args.threads, cache_dir=cache,
-               then_below=args.then_below)  # fmt: skip
+               then_below=args.then_below, linger_s=args.linger)  # fmt: skip
     print(f"worker: ran {ran} job(s)", file=sys.stderr)
     return 0
 

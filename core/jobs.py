@@ -27,6 +27,9 @@ from core.train import failed_record
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
+# How long a worker waits for a next job once its own are done: a Start, "Run again" or "Evaluate now"
+# within this time skips the ~4.5 s of starting torch and torchvision in a new process.
+WORKER_LINGER_S = float(os.environ.get("SMALLDATA_WORKER_LINGER", "60"))
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -234,7 +237,14 @@ class JobRegistry:
         starting = {i for i in (*self._procs, *self._refs)}
         queued = [j for j in active if j.state == "queued"]
         free = self.max_running - busy - sum(1 for j in queued if j.job_id in starting)
-        for job in [j for j in queued if j.job_id not in starting][: max(0, free)]:
+        # A worker whose jobs are done waits WORKER_LINGER_S for the next one (core.worker.next_job): leave
+        # the next jobs to idle ones, which claim them within 0.25 s. One that gives up first is reaped
+        # next tick, and the job then gets a worker of its own.
+        running_pids = {j.pid for j in active if j.state in ("running", "stopping")}
+        queued_ids = {j.job_id for j in queued}
+        idle = sum(1 for job_id, proc in self._procs.items()
+                   if proc.poll() is None and job_id not in queued_ids and proc.pid not in running_pids)  # fmt: skip
+        for job in [j for j in queued if j.job_id not in starting][idle : max(idle, free)]:
             (self._start_ray_task if self.executor == "ray" else self._start_process)(job)
 
     def threads_per_job(self) -> int:
@@ -257,7 +267,7 @@ class JobRegistry:
         # core for a moment costs the run that moment, not a whole parallel region.
         env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        then = ["--then-below", str(self.max_running)]
+        then = ["--then-below", str(self.max_running), "--linger", str(WORKER_LINGER_S)]
         log_path = self._log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:

@@ -24,6 +24,7 @@ from core.train import execute, failed_record, failure_advice
 STOP_POLL_S = 0.2  # how often a running job asks the database whether Stop was pressed
 NOTE_EVERY_S = 0.5  # progress notes (feature extraction, the test pass) at most this often
 HEARTBEAT_S = 2.0
+LINGER_POLL_S = 0.25  # how often an idle worker looks for a next job
 
 
 def load_plugins() -> None:
@@ -135,6 +136,14 @@ def evaluate_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, note, s
     return "finished"
 
 
+def next_job(queue: JobQueue, below: int, linger_s: float) -> JobInfo | None:
+    """The next queued job, claimed while fewer than `below` run; waits up to linger_s for one."""
+    deadline = time.monotonic() + linger_s
+    while (job := queue.claim(below=below)) is None and time.monotonic() < deadline:
+        time.sleep(LINGER_POLL_S)
+    return job
+
+
 def work(
     queue_path: Path,
     *,
@@ -144,10 +153,12 @@ def work(
     cache_dir: Path | None = None,
     poll_s: float = 1.0,
     then_below: int | None = None,
+    linger_s: float = 0.0,
 ) -> int:
     """Takes jobs until there are none (once=True) or forever; returns how many it ran.
     then_below=N: after job_id, go on with the next queued jobs while fewer than N run (a started
-    worker saves the next job the ~4.5 s of starting torch and torchvision)."""
+    worker saves the next job the ~4.5 s of starting torch and torchvision), and wait linger_s for
+    one after each (the supervisor then leaves the next Start to this worker, core.jobs)."""
     load_plugins()
     set_threads(threads)
     queue = JobQueue(queue_path)
@@ -163,7 +174,7 @@ def work(
         run_job(queue, job, store, cache_dir)
         ran += 1
         if job_id is not None and then_below:
-            while (job := queue.claim(below=then_below)) is not None:
+            while (job := next_job(queue, then_below, linger_s)) is not None:
                 run_job(queue, job, store, cache_dir)
                 ran += 1
             return ran

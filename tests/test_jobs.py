@@ -165,6 +165,23 @@ def test_a_started_worker_goes_on_with_the_next_queued_jobs(dataset_dir, tmp_pat
 
 
 @pytest.mark.slow
+def test_the_next_start_goes_to_the_worker_that_waits_for_it(dataset_dir, tmp_path, registries):
+    """A worker whose jobs are done waits (WORKER_LINGER_S) for the next Start: the supervisor leaves the
+    job to it instead of starting a process, which saves the next run torch's start-up."""
+    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+    first = reg.submit(TrainConfig(**QUICK, seed=0))
+    assert reg.wait(timeout=120)
+    worker = reg._procs[first.job_id]
+    assert worker.poll() is None  # done with its job, and waiting
+    t = time.time()
+    second = reg.submit(TrainConfig(**QUICK, seed=1))
+    assert reg.wait(timeout=120)
+    assert reg.get(second.job_id).state == "finished" and reg.get(second.job_id).pid == worker.pid
+    assert list(reg._procs) == [first.job_id]  # no second process was started
+    assert reg.get(second.job_id).started - t < 2.0  # claimed at once, not after a start-up
+
+
+@pytest.mark.slow
 def test_stop_takes_effect_within_two_seconds(dataset_dir, tmp_path, registries):
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
     job = reg.submit(TrainConfig(**LONG))
