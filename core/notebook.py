@@ -75,7 +75,7 @@ STEPS = (
     Step(
         "semi",
         "7. Bonus: the unlabeled images",
-        "Label spreading: the 100 labels flow to the 49,900 unlabeled "
+        "Label spreading: the 100 labels flow to 20,000 of the unlabeled "
         "images along a graph of ImageNet features, and a head learns from the most confident of them.",
         "label spreading (semi-supervised)",
         None,

@@ -82,3 +82,17 @@ def test_frozen_parameters_stay_frozen(finetune):
 def test_unknown_model():
     with pytest.raises(ModelError, match="resnet18_cifar"):
         create_model("vit_huge")
+
+
+def test_five_stage_mobilenet_v2_ends_with_the_plain_ones_features(tmp_path):
+    """Same weights file: the last 1,280 of its 1,920 features are mobilenet_v2's pooled features."""
+    torch.manual_seed(0)
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    plain = create_model("mobilenet_v2", weights=str(path), resolution=64).eval()
+    stages = create_model("mobilenet_v2_stages", weights=str(path), resolution=64).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = stages.features(x)
+        assert ours.shape == (2, 1920)
+        torch.testing.assert_close(ours[:, -1280:], plain.features(x))

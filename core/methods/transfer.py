@@ -75,10 +75,11 @@ class Transfer(Method):
         # The notebook's transfer: ImageNet ResNet-18 fine-tuned at 32x32, Adam 1e-3. We default to the
         # MobileNetV2 checkpoint that exists offline.
         "notebook": dict(arch="mobilenet_v2", weights="imagenet", lr=1e-3),
-        # Frozen ImageNet features at 128 px, averaged with the mirror image's, and a linear head: with
-        # 100 labels, upsampling matters more than fine-tuning (fine-tuning all layers overfits and lands
-        # below the frozen probe).
-        "recommended": FROZEN_128,
+        # Frozen ImageNet features, averaged with the mirror image's, and a linear head: with 100 labels,
+        # upsampling matters more than fine-tuning (fine-tuning all layers overfits and lands below the
+        # frozen probe). On the validation split (3 seeds): 45.5% at 128 px, 49.0% at 160, 48.8% at 192,
+        # 46.7% at 224; with the pooled features of five stages at 160 px, 51.3%.
+        "recommended": FROZEN_128 | dict(arch="mobilenet_v2_stages", resolution=160),
     }
 
     def check(self, cfg: TrainConfig) -> None:
