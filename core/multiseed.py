@@ -142,16 +142,18 @@ def fit_seeds(
         group.append(Seed(c, model, RngState(device), torch.Generator().manual_seed(c.seed)))
     t = time.perf_counter()
     train_stacked(group, splits, device, bf16, on_row, should_stop)
-    train_s = (time.perf_counter() - t) / len(group)  # each seed's share of the shared time
+    # Each seed's share of the shared time (building the networks, training), plus its own final pass.
+    setup_s, train_s = (t - t0) / len(group), (time.perf_counter() - t) / len(group)
     records = []
     for i, seed in enumerate(group):
+        t = time.perf_counter()
         seed.model.eval()
         stop = should_stop and (lambda i=i: should_stop(i))
         keep = keep_weights and (lambda state, kind, i=i: keep_weights(i, state, kind))
         ctx = RunContext(seed.cfg, splits, seed.model, device, bf16, None, stop, cache_dir, progress, keep)
         out: Outcome = finish(ctx, seed.status, seed.message, seed.history, seed.model,
                               timings={"train_s": train_s}, diagnostics={"stacked_seeds": seeds})  # fmt: skip
-        total_s = (time.perf_counter() - t0) / len(group)
+        total_s = setup_s + train_s + time.perf_counter() - t
         records.append(outcome_record(seed.cfg, out, splits, environment(device, bf16), run_ids[i], created, total_s))
     return records
 

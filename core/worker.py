@@ -1,8 +1,10 @@
 """A worker: a process that takes jobs from the queue (core.queue), runs each with `execute` and
 saves it to the run store beside the queue. `python -m core worker [--once] [--job ID]`.
 
-The app starts one worker process per job (core.jobs); a worker can also run on its own, for
-example on a GPU machine that shares the runs folder. The server never trains.
+The app starts a worker process for a job (core.jobs); the worker then goes on with the next queued
+jobs and waits a while for more (`next_job`), and takes the queued seeds of a stackable recipe along
+(core.multiseed). A worker can also run on its own, for example on a GPU machine that shares the runs
+folder. The server never trains.
 """
 
 from __future__ import annotations
