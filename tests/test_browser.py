@@ -74,7 +74,9 @@ def server(dataset_dir, checkpoint, tmp_path):
 
 
 def no_exception(page) -> None:
-    time.sleep(0.5)
+    """No exception on the page once its script run has ended (not after a fixed pause, which an
+    exception late in a slow run could outlast)."""
+    settled(page)
     errors = page.locator("[data-testid='stException']")
     assert errors.count() == 0, errors.first.inner_text()
 
