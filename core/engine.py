@@ -127,6 +127,37 @@ def supervised_step(
     return step
 
 
+def optimiser_and_schedule(
+    cfg: TrainConfig, params: list[nn.Parameter], n_items: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """cfg's optimiser over params, and its schedule stepped once per batch of cfg.batch_size of n_items."""
+    opt = make_optimizer(cfg, params)
+    steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
+
+
+def stopped_message(epoch: int) -> str:
+    return f"stopped by request during epoch {epoch}"
+
+
+def diverged_message(cfg: TrainConfig, epoch: int) -> str:
+    advice = f"lower the learning rate (lr={cfg.lr:g}; try {cfg.lr / 10:g}) or use a warm-up"
+    return f"the loss became NaN or infinite in epoch {epoch}: {advice}"
+
+
+def epoch_row(epoch: int, loss_sum: float, correct: float, seen: int, lr: float, seconds: float) -> dict[str, Any]:
+    """One history row of the training loop (core.multiseed writes the same rows per seed)."""
+    return {
+        "index": epoch,
+        "unit": "epoch",
+        "train_loss": loss_sum / max(1, seen),
+        "train_acc": correct / max(1, seen),
+        "lr": lr,
+        "seconds": seconds,
+        "test_acc": None,
+    }
+
+
 @dataclass
 class LoopResult:
     status: str  # finished | stopped | diverged
@@ -149,9 +180,7 @@ def train_loop(
     row_extras: Callable[[], dict[str, Any]] | None = None,
 ) -> LoopResult:
     """cfg.epochs epochs over n_items in shuffled batches of cfg.batch_size; one history row per epoch."""
-    opt = make_optimizer(cfg, params)
-    steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
+    opt, sched = optimiser_and_schedule(cfg, params, n_items)
     order_rng = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -163,13 +192,12 @@ def train_loop(
         lr = opt.param_groups[0]["lr"]
         for idx in torch.randperm(n_items, generator=order_rng).split(cfg.batch_size):
             if should_stop and should_stop():
-                return LoopResult("stopped", history, f"stopped by request during epoch {epoch}")
+                return LoopResult("stopped", history, stopped_message(epoch))
             if len(idx) < 2 and n_items >= 2:
                 continue  # BatchNorm cannot train on a batch of one
             loss, right = step_loss(idx.to(device))
             if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
-                advice = f"lower the learning rate (lr={cfg.lr:g}; try {cfg.lr / 10:g}) or use a warm-up"
-                return LoopResult("diverged", history, f"the loss became NaN or infinite in epoch {epoch}: {advice}")
+                return LoopResult("diverged", history, diverged_message(cfg, epoch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -179,15 +207,7 @@ def train_loop(
             loss_sum += loss.detach() * len(idx)
             correct += right
             seen += len(idx)
-        row = {
-            "index": epoch,
-            "unit": "epoch",
-            "train_loss": float(loss_sum) / max(1, seen),
-            "train_acc": float(correct) / max(1, seen),
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-            "test_acc": None,
-        }
+        row = epoch_row(epoch, float(loss_sum), float(correct), seen, lr, time.perf_counter() - start)
         if row_extras:
             row |= row_extras()
         if check and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):

@@ -17,7 +17,6 @@ are no faster than N plain ones: 5 stacked resnet18_cifar steps took 6.9x one st
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -34,14 +33,14 @@ from torch.func import functional_call, stack_module_state, vmap
 from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
 from core.data import Splits
-from core.device import autocast, environment, place, resolve_device, use_bf16
-from core.engine import eval_subset, lr_factor, make_optimizer
+from core.device import autocast, environment, resolve_device, use_bf16
+from core.engine import diverged_message, epoch_row, eval_subset, optimiser_and_schedule, predict, stopped_message
 from core.method import Outcome, RunContext, finish
 from core.methods.scratch import set_train_mode
-from core.models import SmallDataNet, create_model
+from core.models import SmallDataNet
 from core.record import RunRecord
 from core.registry import get_method, validate
-from core.train import fit, outcome_record
+from core.train import fit, outcome_record, seeded_model
 
 MAX_SEEDS = 16
 SeedRowFn = Callable[[int, dict[str, Any]], None]  # (index of the seed in the group, history row)
@@ -134,11 +133,8 @@ def fit_seeds(
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
     group = []
-    for c in cfgs:  # as fit does it: the seed, then the network, so that it starts where it would alone
-        torch.manual_seed(c.seed)
-        model = create_model(c.arch, len(splits.classes), c.weights, c.resolution, c.normalize)
-        model.set_trainable(c.finetune)
-        place(model, device)
+    for c in cfgs:  # as fit builds it, so that each seed starts, and draws its augmentations, as it would alone
+        model = seeded_model(c, len(splits.classes), device)
         group.append(Seed(c, model, RngState(device), torch.Generator().manual_seed(c.seed)))
     t = time.perf_counter()
     train_stacked(group, splits, device, bf16, on_row, should_stop)
@@ -171,11 +167,8 @@ def train_stacked(
     cfg, n = group[0].cfg, len(group)
     base = group[0].model  # its structure runs every seed's weights (functional_call)
     params, buffers = stack_module_state([seed.model for seed in group])
-    trainable = [p for p in params.values() if p.requires_grad]
-    opt = make_optimizer(cfg, trainable)
     n_items = len(splits.labeled_y)
-    steps_per_epoch = max(1, math.ceil(n_items / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps_per_epoch))
+    opt, sched = optimiser_and_schedule(cfg, [p for p in params.values() if p.requires_grad], n_items)
     augment = BatchAugment(cfg.augment, len(splits.classes))
     inputs, targets = splits.labeled_x.to(device), splits.labeled_y.to(device)
     subset = eval_subset(len(splits.test_y), cfg.eval_subset)
@@ -188,16 +181,12 @@ def train_stacked(
         seed.status, seed.message = status, message
         seed.kept = {name: t[i].detach().clone() for name, t in (params | buffers).items()}
 
-    def check(alive: list[int]) -> list[float]:
+    def check() -> list[float]:
+        """Each seed's accuracy on the test subset: engine.predict of all seeds at once (images x seeds x classes)."""
         base.eval()
-        right = torch.zeros(n, device=device)
-        with torch.no_grad():
-            for chunk in subset.split(64 if device.type == "cpu" else 1024):
-                x = splits.test_x[chunk].to(device).float().div_(255)
-                with autocast(device, bf16):
-                    logits = vmap(forward, in_dims=(0, 0, None))(params, buffers, x)
-                right += (logits.float().argmax(-1) == splits.test_y[chunk].to(device)).sum(1)
-        return (right / len(subset)).tolist()
+        logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
+                         splits.test_x[subset], device, bf16)  # fmt: skip
+        return (logits.argmax(-1) == splits.test_y[subset][:, None]).float().mean(0).tolist()
 
     # vmap has no batching rule for the in-place as_strided_ inside adaptive pooling and says so on every
     # call; it falls back to a loop over seeds for that one small op.
@@ -214,7 +203,7 @@ def train_stacked(
         for idxs in zip(*orders, strict=True):
             for i in list(alive):
                 if should_stop and should_stop(i):
-                    leave(i, "stopped", f"stopped by request during epoch {epoch}")
+                    leave(i, "stopped", stopped_message(epoch))
                     alive.remove(i)
             if not alive:
                 break
@@ -236,8 +225,7 @@ def train_stacked(
             finite = torch.isfinite(losses).tolist()  # one sync per step, as alone
             for i in list(alive):
                 if not finite[i]:
-                    advice = f"lower the learning rate (lr={cfg.lr:g}; try {cfg.lr / 10:g}) or use a warm-up"
-                    leave(i, "diverged", f"the loss became NaN or infinite in epoch {epoch}: {advice}")
+                    leave(i, "diverged", diverged_message(cfg, epoch))
                     alive.remove(i)
             if not alive:
                 break
@@ -253,12 +241,11 @@ def train_stacked(
             seen += len(idxs[0])
         if not alive:
             break
-        tested = check(alive) if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
+        tested = check() if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
         seconds = time.perf_counter() - start
         for i in alive:
-            row = {"index": epoch, "unit": "epoch", "train_loss": float(loss_sum[i]) / max(1, seen),
-                   "train_acc": float(correct[i]) / max(1, seen), "lr": lr, "seconds": seconds,
-                   "test_acc": tested[i] if tested else None}  # fmt: skip
+            row = epoch_row(epoch, float(loss_sum[i]), float(correct[i]), seen, lr, seconds)
+            row["test_acc"] = tested[i] if tested else None
             group[i].history.append(row)
             if on_row:
                 on_row(i, row)

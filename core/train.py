@@ -21,7 +21,7 @@ from core.data import Splits
 from core.device import environment, place, resolve_device, use_bf16
 from core.engine import RowFn, StopFn
 from core.method import Outcome, ProgressFn, RunContext
-from core.models import create_model
+from core.models import SmallDataNet, create_model
 from core.record import Metrics, RunRecord, new_run_id
 from core.registry import get_method, validate
 from core.store import RunStore
@@ -36,6 +36,15 @@ def dataset_info(splits: Splits) -> dict[str, object]:
         "unlabeled": len(splits.unlabeled_x),
         "test": len(splits.test_y),
     }
+
+
+def seeded_model(cfg: TrainConfig, n_classes: int, device: torch.device) -> SmallDataNet:
+    """cfg's network on its device, built right after the seed is set: a run's initialisation, and where
+    its global RNG stream (augmentation) starts (core.multiseed builds each seed of a group this way)."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, n_classes, cfg.weights, cfg.resolution, cfg.normalize)
+    model.set_trainable(cfg.finetune)
+    return place(model, device)
 
 
 def fit(
@@ -57,11 +66,8 @@ def fit(
     created = time.time()
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
-    torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
-    model.set_trainable(cfg.finetune)
-    place(model, device)
+    model = seeded_model(cfg, len(splits.classes), device)
     rows: list[dict] = []
 
     def keep_row(row: dict) -> None:
