@@ -4,6 +4,7 @@ tiny registered model, so that a training test takes a fraction of a second."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,36 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SMALLDATA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SMALLDATA_WEIGHTS_DIR", str(tmp_path / "weights"))
+
+
+def _workers_under(folder: Path) -> list[int]:
+    """Pids of the job workers (core.worker) whose queue lies under folder."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"worker" in argv and b"--queue" in argv:
+            queue = argv[argv.index(b"--queue") + 1].decode(errors="replace")
+            if queue.startswith(str(folder)) and proc.name.isdigit():
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _end_workers_after_each_test(tmp_path_factory):
+    """Workers outlive the server that started them, by design (core.jobs), and a worker lingers a
+    while for the next job. A test's workers end with it, so that no later test shares the two cores
+    with a run nobody waits for."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    for pid in _workers_under(tmp_path_factory.getbasetemp()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")
