@@ -74,7 +74,7 @@ def server(dataset_dir, checkpoint, tmp_path):
 
 
 def no_exception(page) -> None:
-    time.sleep(0.5)
+    time.sleep(0.25)  # an exception raised late in the script run has rendered by then
     errors = page.locator("[data-testid='stException']")
     assert errors.count() == 0, errors.first.inner_text()
 
@@ -89,7 +89,7 @@ def set_number(page, label: str, value: str) -> None:
     box = page.get_by_role("spinbutton", name=label, exact=True)
     box.fill(value)
     box.press("Enter")
-    time.sleep(0.8)
+    time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -130,9 +130,8 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         expect(page.get_by_text(re.compile(r"epoch \d+/3000"))).to_be_visible(timeout=90_000)  # live progress
         page.screenshot(path=shots / "train-running.png")
         page.locator(".st-key-stop_1 button").click()  # by key: the toolbar has a "Stop" (the script) too
-        time.sleep(3)
-        page.screenshot(path=shots / "train-stopped.png")
         expect(page.get_by_text("saved as").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=shots / "train-stopped.png")
         expect(page.get_by_text("the last check before Stop").first).to_be_visible()
         no_exception(page)
         set_number(page, "Epochs", "2")
