@@ -3,6 +3,7 @@ tiny registered model, so that a training test takes a fraction of a second."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -93,10 +94,8 @@ def _end_workers_after_each_test(tmp_path_factory):
     if not Path("/proc").is_dir():
         return
     for pid in _workers_under(tmp_path_factory.getbasetemp()):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="session")
