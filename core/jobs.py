@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import launcher
 from core.config import TrainConfig
 from core.queue import JobInfo, JobQueue, default_queue_path
 from core.registry import get_method
@@ -107,11 +108,13 @@ class JobRegistry:
         self.cache_dir = cache_dir
         self.executor = executor or os.environ.get("SMALLDATA_EXECUTOR", "process")
         self.grace_s = grace_s
-        self._procs: dict[int, subprocess.Popen] = {}  # job id -> the worker started for it
+        self._procs: dict[int, subprocess.Popen | launcher.Launched] = {}  # job id -> the worker started for it
         self._refs: dict[int, Any] = {}  # job id -> its Ray task
         self._lock = threading.RLock()
         self._closed = threading.Event()
         if start:
+            if self.executor == "process":
+                launcher.start(self._worker_env())  # ready for the first Start, about 5 s from now
             self.tick()
             threading.Thread(target=self._monitor, args=(tick_s,), daemon=True, name="job-monitor").start()
 
@@ -259,20 +262,37 @@ class JobRegistry:
                 "--nice", "10"]  # fmt: skip
         return args + (["--cache-dir", str(self.cache_dir)] if self.cache_dir else [])
 
-    def _start_process(self, job: JobInfo) -> None:
-        """A worker for job; when it is done it goes on with the next queued jobs (within max_running)."""
+    def _worker_env(self) -> dict[str, str]:
         threads = str(self.threads_per_job())
         # Before torch starts: OpenMP sizes its pool once, at the first parallel region.
         # PASSIVE: OpenMP threads sleep at barriers instead of spinning, so a browser or the server taking a
         # core for a moment costs the run that moment, not a whole parallel region.
         env = os.environ | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        then = ["--then-below", str(self.max_running), "--linger", str(WORKER_LINGER_S)]
+        return env
+
+    def _start_process(self, job: JobInfo) -> None:
+        """A worker for job; when it is done it goes on with the next queued jobs (within max_running).
+        Forked by the launcher (core.launcher) where one runs: it starts in milliseconds, not seconds."""
+        env = self._worker_env()
+        argv = [
+            "worker",
+            *self._worker_args(job),
+            "--then-below",
+            str(self.max_running),
+            "--linger",
+            str(WORKER_LINGER_S),
+        ]
         log_path = self._log_path(job.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        forked = launcher.launch(argv, env, ROOT, log_path)
+        if forked is not None:
+            self._procs[job.job_id] = forked
+            return
+        launcher.start(env)  # for the next job: none answered (not started yet, or ended idle)
         with open(log_path, "ab") as log:
             self._procs[job.job_id] = subprocess.Popen(
-                [sys.executable, "-m", "core", "worker", *self._worker_args(job), *then],
+                [sys.executable, "-m", "core", *argv],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
                 start_new_session=True,  # a server restart leaves running workers alone
             )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from tests.plugins import TINY, tiny_cnn  # noqa: F401  (TINY: re-exported for t
 CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
 # Worker processes (core.worker) import these too, so that they know the tiny model.
 os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"
+# The suite's own worker launcher (core.launcher), ended with the session, not the developer's.
+os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp(prefix="smalldata-launcher-")
 
 
 def make_image(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -63,14 +66,17 @@ def checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
-    """No test reads the developer's ./runs, ./data or ./weights."""
+def _isolated_env(monkeypatch, tmp_path, request):
+    """No test reads the developer's ./runs, ./data or ./weights. The fast tier starts no worker
+    launcher (core.launcher): importing torch in one more process is 5 s of CPU it does not need."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("SMALLDATA_LAUNCHER", "off")
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SMALLDATA_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SMALLDATA_WEIGHTS_DIR", str(tmp_path / "weights"))
 
 
-def _workers_under(folder: Path) -> list[int]:
+def _workers_under(folder: str) -> list[int]:
     """Pids of the job workers (core.worker) whose queue lies under folder."""
     pids = []
     for proc in Path("/proc").iterdir():
@@ -80,7 +86,7 @@ def _workers_under(folder: Path) -> list[int]:
             continue
         if b"worker" in argv and b"--queue" in argv:
             queue = argv[argv.index(b"--queue") + 1].decode(errors="replace")
-            if queue.startswith(str(folder)) and proc.name.isdigit():
+            if queue.startswith(folder) and proc.name.isdigit():
                 pids.append(int(proc.name))
     return pids
 
@@ -93,9 +99,21 @@ def _end_workers_after_each_test(tmp_path_factory):
     yield
     if not Path("/proc").is_dir():
         return
-    for pid in _workers_under(tmp_path_factory.getbasetemp()):
+    from core import launcher
+
+    base = str(tmp_path_factory.getbasetemp())
+    forked = [c["pid"] for c in launcher.children() if any(a.startswith(base) for a in c["argv"])]
+    for pid in _workers_under(base) + forked:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_the_launcher():
+    yield
+    from core import launcher
+
+    launcher.stop()
 
 
 @pytest.fixture(scope="session")
