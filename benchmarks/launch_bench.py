@@ -1,0 +1,44 @@
+"""From Start to a claimed job, with the worker launcher (core.launcher) and without:
+`PYTHONPATH=. python benchmarks/launch_bench.py`. Tiny jobs on a synthetic folder dataset; every job gets a
+new worker (no lingering), so what is timed is a worker's start. The first job of each mode is a warm-up."""
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"  # the tiny model
+os.environ["SMALLDATA_WORKER_LINGER"] = "0"
+os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp()  # a launcher of its own, started below
+
+from core import launcher  # noqa: E402  (after the settings above)
+from core.config import TrainConfig  # noqa: E402
+from core.jobs import JobRegistry  # noqa: E402
+from tests.conftest import build_dataset  # noqa: E402
+
+QUICK = dict(arch="tiny_cnn", epochs=1, batch_size=10, lr=1e-3, eval_every=0, device="cpu", n_labeled=30)
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp())
+    data = build_dataset(tmp / "data")
+    for mode in ("off", "on"):
+        os.environ["SMALLDATA_LAUNCHER"] = mode
+        reg = JobRegistry(tmp / f"runs-{mode}", str(data), max_running=1, cache_dir=tmp / "cache")
+        while mode == "on" and launcher._connect() is None:
+            time.sleep(0.1)
+        claimed, saved = [], []
+        for seed in range(4):
+            t = time.time()
+            job = reg.submit(TrainConfig(**QUICK, seed=seed))
+            reg.wait(timeout=120)
+            if seed:
+                claimed.append(round(reg.get(job.job_id).started - t, 2))
+                saved.append(round(time.time() - t, 2))
+        print(f"launcher {mode}: submit -> claimed {claimed} s, submit -> saved {saved} s", flush=True)
+        reg.close(kill=True)
+    launcher.stop()
+
+
+if __name__ == "__main__":
+    main()
