@@ -21,6 +21,7 @@ from typing import Any
 
 from core import launcher
 from core.config import TrainConfig
+from core.launcher import pid_alive
 from core.queue import JobInfo, JobQueue, default_queue_path
 from core.registry import get_method
 from core.store import RunStore
@@ -31,18 +32,6 @@ STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for 
 # How long a worker waits for a next job once its own are done: a Start, "Run again" or "Evaluate now"
 # within this time skips the ~4.5 s of starting torch and torchvision in a new process.
 WORKER_LINGER_S = float(os.environ.get("SMALLDATA_WORKER_LINGER", "60"))
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def job_fraction(job: JobInfo) -> float:

@@ -81,7 +81,7 @@ def start(env: dict[str, str]) -> None:
     pidfile = socket_path().with_suffix(".pid")
     try:
         starting = int(pidfile.read_text())
-        if _alive(starting) and b"core.launcher" in Path(f"/proc/{starting}/cmdline").read_bytes():
+        if pid_alive(starting) and b"core.launcher" in Path(f"/proc/{starting}/cmdline").read_bytes():
             return  # started a moment ago by this or another server: one is enough
     except (OSError, ValueError):
         pass
@@ -107,7 +107,7 @@ class Launched:
             except (OSError, ValueError, KeyError):
                 pass
             if self.returncode is None:  # the launcher died: its child lives on without it
-                self.returncode = None if _alive(self.pid) else -signal.SIGKILL
+                self.returncode = None if pid_alive(self.pid) else -signal.SIGKILL
             if self.returncode is not None:
                 self._conn.close()
         return self.returncode
@@ -154,14 +154,16 @@ def stop() -> None:
             conn.close()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
         return True
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # alive, another user's
 
 
 # ---- the launcher's side
