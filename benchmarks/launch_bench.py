@@ -25,7 +25,7 @@ def main() -> None:
     for mode in ("off", "on"):
         os.environ["SMALLDATA_LAUNCHER"] = mode
         reg = JobRegistry(tmp / f"runs-{mode}", str(data), max_running=1, cache_dir=tmp / "cache")
-        while mode == "on" and launcher._connect() is None:
+        while mode == "on" and not launcher.ready():
             time.sleep(0.1)
         claimed, saved = [], []
         for seed in range(4):

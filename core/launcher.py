@@ -74,9 +74,17 @@ def _ask(request: dict, timeout: float = 5.0) -> tuple[dict, socket.socket] | No
         return None
 
 
+def ready() -> bool:
+    """Whether a launcher answers now."""
+    conn = _connect() if enabled() else None
+    if conn is not None:
+        conn.close()  # at once: the launcher serves one connection at a time
+    return conn is not None
+
+
 def start(env: dict[str, str]) -> None:
     """Starts a launcher in the background unless one answers or is starting (ready about 5 s later)."""
-    if not enabled() or _connect() is not None:
+    if not enabled() or ready():
         return
     pidfile = socket_path().with_suffix(".pid")
     try:

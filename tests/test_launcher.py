@@ -25,7 +25,7 @@ pytestmark = [
 def ready():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     launcher.start(env)
-    assert wait_for(lambda: launcher._connect() is not None, timeout=60), "no launcher answered"
+    assert wait_for(lambda: launcher.ready(), timeout=60), "no launcher answered"
     return env
 
 
@@ -66,7 +66,7 @@ def test_a_worker_outlives_its_launcher_and_its_end_is_still_seen(ready, dataset
     monkeypatch.setenv("SMALLDATA_LAUNCHER_DIR", str(tmp_path / "own"))
     env = ready | {"SMALLDATA_LAUNCHER_DIR": str(tmp_path / "own")}
     launcher.start(env)
-    assert wait_for(lambda: launcher._connect() is not None, timeout=60)
+    assert wait_for(lambda: launcher.ready(), timeout=60)
     queue = JobQueue(tmp_path / "q.sqlite")
     job_id = queue.submit(TrainConfig(**LONG), str(dataset_dir))
     worker = launcher.launch(
@@ -74,7 +74,7 @@ def test_a_worker_outlives_its_launcher_and_its_end_is_still_seen(ready, dataset
     )
     assert wait_for(lambda: len(queue.get(job_id).history) >= 1)  # training
     launcher.stop()
-    assert wait_for(lambda: launcher._connect() is None, timeout=10)
+    assert wait_for(lambda: not launcher.ready(), timeout=10)
     assert launcher.launch(["--help"], env, tmp_path, tmp_path / "b.log") is None  # the server spawns instead
     n = len(queue.get(job_id).history)
     assert worker.poll() is None and wait_for(lambda: len(queue.get(job_id).history) > n)  # it trains on
