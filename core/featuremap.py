@@ -18,12 +18,12 @@ import torch
 from core.data import Splits, save_cache
 from core.device import place, resolve_device, use_bf16
 from core.features import cache_key, cached_features, extract
-from core.graph import balance, knn_graph, spread_steps
+from core.graph import SPREAD_ITERS, balance, knn_graph, spread_steps
 from core.models import REGISTRY, create_model, list_weight_files, weights_id
 
 ProgressFn = Callable[[float, str], None]
 SOURCES = ("test", "unlabeled")
-REPLAY_STEPS = (0, 1, 2, 5, 10, 20)  # the spreading iterations the replay shows
+REPLAY_STEPS = (0, 1, 2, 5, 10, 20, SPREAD_ITERS)  # the spreading iterations the replay shows
 
 
 @dataclass(frozen=True)

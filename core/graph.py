@@ -11,6 +11,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+# Iterations of label spreading. At alpha 0.99 the scores are still far from their fixed point after 20;
+# on the validation split (labelspread's recommended preset, 3 seeds) 50 gave 59.4 +- 0.3% against
+# 58.5 +- 0.3% with 20, and 80 no more than 50.
+SPREAD_ITERS = 50
+
 
 def knn_graph(feats: torch.Tensor, k: int, dims: int = 256, chunk: int = 4096, should_stop=None) -> torch.Tensor:
     """Symmetric, normalised k-nearest-neighbour graph D^-1/2 W D^-1/2 (sparse N x N) of features,
@@ -60,7 +65,9 @@ def balance(scores: torch.Tensor) -> torch.Tensor:
     return scores / scores.sum(1, keepdim=True)
 
 
-def label_spread(graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float = 0.99, iters: int = 20):
+def label_spread(
+    graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float = 0.99, iters: int = SPREAD_ITERS
+) -> torch.Tensor:
     """Class probabilities of the unlabeled nodes (all but the first len(labels)) after spreading."""
     *_, scores = spread_steps(graph, labels, n_classes, alpha, iters)
     return balance(scores[len(labels) :])

@@ -113,7 +113,7 @@ def test_the_spreading_replay_ends_with_label_spreads_labels_and_never_reads_the
     feats = featuremap.map_features(featuremap.Backbone(TINY, checkpoint, 32), splits, "unlabeled", 60, None)
     hidden = splits.unlabeled_hidden_y
     steps = featuremap.spread_replay(feats, splits.labeled_y, 3, hidden, k=3)
-    assert [s.step for s in steps] == [0, 1, 2, 5, 10, 20]
+    assert [s.step for s in steps] == [0, 1, 2, 5, 10, 20, 50]
     assert steps[0].reached_fraction == 0 and steps[0].accuracy is None and steps[-1].reached_fraction == 1
     expected = label_spread(knn_graph(feats, 3), splits.labeled_y, 3).argmax(1)
     assert torch.equal(steps[-1].labels, expected)
