@@ -132,7 +132,7 @@ with tab_spread:
                             "reached": [s.reached_fraction for s in replay]})  # fmt: skip
         scored = f", {now.accuracy:.1%} of their labels right" if now.accuracy is not None else ""
         m2.markdown(f"After {step} iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
-                    "At 20 these are label spreading's labels.")  # fmt: skip
+                    f"At {REPLAY_STEPS[-1]} these are label spreading's labels.")  # fmt: skip
         m2.altair_chart(replay_accuracy_chart(acc, step), width="stretch")
         m2.dataframe(acc, hide_index=True, column_config={
             "accuracy": st.column_config.NumberColumn("pseudo-label accuracy (hidden labels)", format="percent"),
