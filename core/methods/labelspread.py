@@ -39,11 +39,10 @@ class LabelSpread(FrozenSemi):
         # images plus the 1,000 most confident pseudo-labels of each class. 20,000 rather than all 49,900:
         # on a 2-core CPU without native bf16, extracting all of them (twice, flipped) alone takes over 10
         # minutes. Chosen on a validation split of 2,000 unlabeled images (core.data.validation_splits),
-        # never on the test set, 3 seeds each: 59.4% at 160 px (58.5% with 20 iterations) against 54.4% at 128
-        # (20 iterations; seed 0: 57.6% at 192 px);
-        # at 128 px, 500 per class 52.7%, 2,000 51.8%, k=10 53.8%, k=5 54.2%. 40,000 unlabeled images
-        # (2,000 per class) gave 60.1% on seed 0 for twice the extraction time; a head on the soft labels of
-        # all 20,000 (52.2%) or a hidden layer (58.7%) did worse.
+        # never on the test set, 3 seeds each: 59.4% at 160 px (58.5% with 20 iterations) against 54.4% at
+        # 128 (20 iterations); seed 0 at 192 px: 57.6%. At 128 px: 500 per class 52.7%, 2,000 51.8%, k=10
+        # 53.8%, k=5 54.2%. 40,000 unlabeled images (2,000 per class) gave 59.8% for twice the extraction
+        # time; a head on the soft labels of all 20,000 (seed 0: 52.2%) or a hidden layer (58.7%) did worse.
         "recommended": FROZEN_128
         | dict(
             arch="mobilenet_v2_stages",
@@ -54,7 +53,7 @@ class LabelSpread(FrozenSemi):
             threshold=0.0,
             per_class=1000,
             knn=20,
-        ),  # fmt: skip
+        ),
     }
 
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
