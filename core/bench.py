@@ -97,10 +97,10 @@ def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[st
     bf16 = use_bf16(dev, "auto")
     images = splits.test_x[:n_images]
     rows = []
-    plan = [("resnet18_cifar", 32)] + [(a, r) for a in TRANSFER_ARCHS for r in RESOLUTIONS]
+    plan = [("resnet18_cifar", 32), ("convnet_cifar", 32)] + [(a, r) for a in TRANSFER_ARCHS for r in RESOLUTIONS]
     for arch, res in plan:
         w = weights if arch == "mobilenet_v2" else ""
-        model = create_model(arch, len(splits.classes), w, res, arch != "resnet18_cifar").to(dev).eval()
+        model = create_model(arch, len(splits.classes), w, res, arch in TRANSFER_ARCHS).to(dev).eval()
         feat.extract(model, images[:64], device=dev, bf16=bf16)  # warm-up
         t = time.perf_counter()
         feat.extract(model, images, device=dev, bf16=bf16, batch_size=64 if dev.type == "cpu" else 512)

@@ -18,7 +18,7 @@ from core.methods.labelspread import LabelSpread
 from core.methods.scratch import Scratch
 from core.methods.selftrain import SelfTrain
 from core.methods.transfer import Transfer
-from core.models import list_models
+from core.models import REGISTRY, list_models
 
 BUILTIN: tuple[Method, ...] = (Scratch(), Transfer(), SelfTrain(), LabelSpread(), FixMatch())
 METHODS: dict[str, Method] = {}
@@ -73,8 +73,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"finetune={cfg.finetune!r} freezes a backbone that has no pretrained weights; "
             "set weights or use finetune=all"
         )
-    if cfg.arch == "resnet18_cifar" and cfg.weights == "imagenet":
-        raise ConfigError("arch=resnet18_cifar has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
+    if cfg.weights == "imagenet" and REGISTRY[cfg.arch].tv_name is None:
+        raise ConfigError(f"arch={cfg.arch} has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
     return cfg
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from core.models.convnet_cifar import convnet_cifar
 from core.models.resnet_cifar import resnet18_cifar
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +90,12 @@ def _split_resnet_cifar(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
     return m, dim, m.layer4
 
 
+def _split_convnet_cifar(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+    dim = m.linear.in_features
+    m.linear = nn.Identity()
+    return m, dim, m.block3
+
+
 def _split_resnet(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
     dim = m.fc.in_features
     m.fc = nn.Identity()
@@ -139,6 +146,9 @@ def _split_mobilenet_v3(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
 REGISTRY: dict[str, ModelEntry] = {
     "resnet18_cifar": ModelEntry(
         resnet18_cifar, None, _split_resnet_cifar, "ResNet-18 for 32x32 (3x3 stem, no max-pool), 11.2M"
+    ),
+    "convnet_cifar": ModelEntry(
+        convnet_cifar, None, _split_convnet_cifar, "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M"
     ),
     "resnet18": ModelEntry(
         torchvision.models.resnet18, "resnet18", _split_resnet, "torchvision ResNet-18 (ImageNet), 11.7M"

@@ -1,0 +1,46 @@
+"""A small, fast network for 32x32 images in the style of airbench's: a 2x2 stem, three blocks of
+(conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) with 64, 256 and 256 channels, and a global
+max-pool. 2.0M weights and about a fifth of resnet18_cifar's multiply-adds.
+
+With 100 labeled images, what limits a network from scratch is not its size but how many augmented
+passes it gets in the time there is: this one trains three times the epochs of ResNet-18 in less time
+and ends higher (the scratch preset's comment has the numbers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Pooling before the BatchNorm: the norm and activation run on a quarter of the pixels.
+        x = self.act(self.bn1(nn.functional.max_pool2d(self.conv1(x), 2)))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class ConvNetCifar(nn.Module):
+    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 2), nn.GELU())  # 2x2 patches, no padding: 31x31
+        self.block1 = ConvBlock(24, widths[0])  # -> 15x15
+        self.block2 = ConvBlock(widths[0], widths[1])  # -> 7x7
+        self.block3 = ConvBlock(widths[1], widths[2])  # -> 3x3
+        self.linear = nn.Linear(widths[2], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # B x 3 x 32 x 32
+        out = self.block3(self.block2(self.block1(self.stem(x))))  # B x 256 x 3 x 3
+        return self.linear(out.amax((2, 3)))  # global max-pool: B x 256 -> B x classes
+
+
+def convnet_cifar(num_classes: int = 10) -> ConvNetCifar:
+    return ConvNetCifar(num_classes=num_classes)
