@@ -84,16 +84,15 @@ class ModelEntry:
     summary: str
 
 
-def _split_resnet_cifar(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    dim = m.linear.in_features
-    m.linear = nn.Identity()
-    return m, dim, m.layer4
+def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]:
+    """The CIFAR networks (core/models/*_cifar.py) end in `linear`; `last` names their last block."""
 
+    def split(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
+        dim = m.linear.in_features
+        m.linear = nn.Identity()
+        return m, dim, getattr(m, last)
 
-def _split_convnet_cifar(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    dim = m.linear.in_features
-    m.linear = nn.Identity()
-    return m, dim, m.block3
+    return split
 
 
 def _split_resnet(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
@@ -145,10 +144,10 @@ def _split_mobilenet_v3(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
 
 REGISTRY: dict[str, ModelEntry] = {
     "resnet18_cifar": ModelEntry(
-        resnet18_cifar, None, _split_resnet_cifar, "ResNet-18 for 32x32 (3x3 stem, no max-pool), 11.2M"
+        resnet18_cifar, None, _split_cifar("layer4"), "ResNet-18 for 32x32 (3x3 stem, no max-pool), 11.2M"
     ),
     "convnet_cifar": ModelEntry(
-        convnet_cifar, None, _split_convnet_cifar, "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M"
+        convnet_cifar, None, _split_cifar("block3"), "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M"
     ),
     "resnet18": ModelEntry(
         torchvision.models.resnet18, "resnet18", _split_resnet, "torchvision ResNet-18 (ImageNet), 11.7M"
