@@ -3,8 +3,8 @@
 max-pool. 2.0M weights and about a fifth of resnet18_cifar's multiply-adds.
 
 With 100 labeled images, what limits a network from scratch is not its size but how many augmented
-passes it gets in the time there is: this one trains three times the epochs of ResNet-18 in less time
-and ends higher (the scratch preset's comment has the numbers).
+passes it gets in the time there is: this one trains six times the epochs of ResNet-18 (720 against
+120) in about 1.2 times its time and ends higher (the scratch preset's comment has the numbers).
 """
 
 from __future__ import annotations
