@@ -50,6 +50,12 @@ def _sgd(c: Any) -> bool:
     return c.optimizer == "sgd"
 
 
+def _whitens(arch: str) -> bool:
+    from core.models import REGISTRY  # here, so that reading a config does not import torch
+
+    return arch in REGISTRY and REGISTRY[arch].whitens
+
+
 def _step_schedule(c: Any) -> bool:
     return c.schedule == "step"
 
@@ -74,6 +80,11 @@ class TrainConfig:
     )  # fmt: skip
     normalize: bool = spec(False, "ImageNet normalisation", "Subtract ImageNet's mean, divide by its std: what "
                            "pretrained weights expect.")  # fmt: skip
+    whiten_stem: bool = spec(
+        False, "Whitened stem", "The first layer is not learned: its filters are computed from the labeled images "
+        "so that they decorrelate neighbouring pixels and colours, and stay frozen (airbench's trick). Only for "
+        "networks with a 2x2 patch stem (convnet_cifar), from random weights.", used_when=lambda c: _whitens(c.arch),
+    )  # fmt: skip
     flip_features: bool = spec(
         False, "Flip-averaged features", "Frozen features only: average each image's features with its mirror "
         "image's. Twice the feature time, steadier features (+2 to 3 points for label spreading on validation).",

@@ -134,7 +134,7 @@ def fit_seeds(
     bf16 = use_bf16(device, cfg.precision)
     group = []
     for c in cfgs:  # as fit builds it, so that each seed starts, and draws its augmentations, as it would alone
-        model = seeded_model(c, len(splits.classes), device)
+        model = seeded_model(c, splits, device)
         group.append(Seed(c, model, RngState(device), torch.Generator().manual_seed(c.seed)))
     t = time.perf_counter()
     train_stacked(group, splits, device, bf16, on_row, should_stop)

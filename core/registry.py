@@ -75,6 +75,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.weights == "imagenet" and REGISTRY[cfg.arch].tv_name is None:
         raise ConfigError(f"arch={cfg.arch} has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
+    if cfg.whiten_stem and not REGISTRY[cfg.arch].whitens:
+        whitening = ", ".join(name for name, entry in REGISTRY.items() if entry.whitens)
+        raise ConfigError(f"whiten_stem=True needs a 2x2 patch stem ({whitening}); arch={cfg.arch} has none: clear it")
+    if cfg.whiten_stem and cfg.weights:
+        raise ConfigError(
+            "whiten_stem=True would overwrite the first layer of the pretrained weights: clear one of them"
+        )
     return cfg
 
 
@@ -88,7 +95,10 @@ def preset(method: str, name: str, **overrides: Any) -> TrainConfig:
     presets = get_method(method).presets
     if name not in presets:
         raise ConfigError(f"preset={name!r} is unknown for method {method!r}; choose one of {', '.join(presets)}")
-    data = TrainConfig().to_dict() | presets[name] | {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data = TrainConfig().to_dict() | presets[name] | given
+    if "whiten_stem" not in given and data["arch"] in REGISTRY and not REGISTRY[data["arch"]].whitens:
+        data["whiten_stem"] = False  # the preset's whitened stem goes with its network, not with another one
     data |= {"method": method, "preset": name}
     return validate(TrainConfig.from_dict(data))
 

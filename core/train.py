@@ -38,12 +38,15 @@ def dataset_info(splits: Splits) -> dict[str, object]:
     }
 
 
-def seeded_model(cfg: TrainConfig, n_classes: int, device: torch.device) -> SmallDataNet:
+def seeded_model(cfg: TrainConfig, splits: Splits, device: torch.device) -> SmallDataNet:
     """cfg's network on its device, built right after the seed is set: a run's initialisation, and where
-    its global RNG stream (augmentation) starts (core.multiseed builds each seed of a group this way)."""
+    its global RNG stream (augmentation) starts (core.multiseed builds each seed of a group this way).
+    A whitened stem is computed from the labeled images only."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, n_classes, cfg.weights, cfg.resolution, cfg.normalize)
+    model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
     model.set_trainable(cfg.finetune)
+    if cfg.whiten_stem:
+        model.whiten_stem(splits.labeled_x)
     return place(model, device)
 
 
@@ -67,7 +70,7 @@ def fit(
     device = resolve_device(cfg.device)
     bf16 = use_bf16(device, cfg.precision)
     t0 = time.perf_counter()
-    model = seeded_model(cfg, len(splits.classes), device)
+    model = seeded_model(cfg, splits, device)
     rows: list[dict] = []
 
     def keep_row(row: dict) -> None:

@@ -61,7 +61,10 @@ with st.expander("Model", expanded=True):
     if "weights" in fields:
         values["weights"] = select_weights()
     field_inputs(
-        [f for f in ("resolution", "finetune", "normalize", "flip_features") if f in fields], base, values, key=k
+        [f for f in ("whiten_stem", "resolution", "finetune", "normalize", "flip_features") if f in fields],
+        base,
+        values,
+        key=k,
     )
 with st.expander("Data and augmentation", expanded=True):
     cols = st.columns([3, 1])

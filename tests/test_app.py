@@ -121,6 +121,15 @@ def test_train_page_shows_only_the_fields_that_matter(app_env):
         assert present <= shown and not (absent & shown), (method, shown)
 
 
+def test_the_whitened_stem_shows_with_its_network_only_and_another_network_can_start(app_env):
+    at = open_page("pages/train.py")  # scratch, recommended: convnet_cifar with its whitened stem
+    assert at.checkbox(key="whiten_stem_scratch_recommended").value is True
+    assert not at.error
+    at.selectbox(key="arch_scratch_recommended").select("resnet18_cifar").run()
+    assert "Whitened stem" not in labels(at)
+    assert not at.error, [e.value for e in at.error]  # the hidden field is not left on for a network without it
+
+
 def test_widget_bounds_equal_the_validated_bounds(app_env):
     """Every number widget of every method's form has exactly its field's validated [low, high]
     (or less, where the dataset holds fewer images)."""

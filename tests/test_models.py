@@ -96,3 +96,36 @@ def test_five_stage_mobilenet_v2_ends_with_the_plain_ones_features(tmp_path):
         ours = stages.features(x)
         assert ours.shape == (2, 1920)
         torch.testing.assert_close(ours[:, -1280:], plain.features(x))
+
+
+def correlated_images(n: int = 40) -> torch.Tensor:
+    """Smooth, colour-correlated uint8 images: neighbouring pixels and channels move together, as in photos."""
+    torch.manual_seed(0)
+    grey = torch.nn.functional.interpolate(torch.rand(n, 1, 8, 8), size=32, mode="bilinear", align_corners=False)
+    colour = grey + 0.1 * torch.rand(n, 3, 32, 32)
+    return (colour / colour.amax() * 255).to(torch.uint8)
+
+
+def test_whitening_filters_make_the_patches_uncorrelated_with_unit_variance():
+    from core.models.convnet_cifar import whitening_filters
+
+    x = correlated_images().float() / 255
+    out = torch.nn.functional.conv2d(x.double(), whitening_filters(x, eps=1e-9, chunk=7).double())  # chunked sums
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    assert torch.allclose(torch.cov(flat), torch.eye(12, dtype=torch.float64), atol=1e-3)
+    raw = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(1, 4, 5, 0, 2, 3).reshape(12, -1)
+    assert torch.cov(raw).diagonal().max() < 0.2  # the patches themselves were far from white
+
+
+def test_a_whitened_stem_is_computed_from_the_images_and_frozen():
+    images = correlated_images()
+    model = create_model("convnet_cifar")
+    model.set_trainable("all")
+    stem = model.backbone.stem[0]
+    model.whiten_stem(images)
+    w = stem.weight
+    assert torch.equal(w[:12], -w[12:]) and not stem.bias.any()
+    assert not stem.weight.requires_grad and not stem.bias.requires_grad
+    assert model.backbone.block1.conv1.weight.requires_grad
+    with pytest.raises(AttributeError):
+        create_model("resnet18_cifar").whiten_stem(images)

@@ -8,7 +8,7 @@ import torch
 
 from core.config import ConfigError, TrainConfig
 from core.method import Method, Outcome, RunContext, finish
-from core.registry import get_method, list_methods, register, unregister, validate
+from core.registry import get_method, list_methods, preset, register, unregister, validate
 from core.train import fit
 from tests.conftest import TINY
 
@@ -120,3 +120,16 @@ def test_a_registered_method_runs_from_the_train_page_in_a_worker(toy, dataset_d
     assert job.state == "finished", job.message
     record = registry().store.load(job.run_id)
     assert record.method == "nearest_mean" and record.unit == "step" and len(record.history) == 2
+
+
+def test_a_whitened_stem_needs_a_patch_stem_and_random_weights(checkpoint):
+    base = preset("scratch", "recommended")
+    assert base.arch == "convnet_cifar" and base.whiten_stem
+    with pytest.raises(ConfigError, match="whiten_stem=True needs a 2x2 patch stem .*resnet18_cifar"):
+        validate(base.with_(arch="resnet18_cifar"))
+    with pytest.raises(ConfigError, match="overwrite the first layer"):
+        validate(preset("transfer", "recommended", arch="convnet_cifar", weights=checkpoint, whiten_stem=True))
+    # Another network through the preset drops the whitening that went with the preset's network, unless asked for.
+    assert not preset("scratch", "recommended", arch="resnet18_cifar").whiten_stem
+    with pytest.raises(ConfigError, match="whiten_stem"):
+        preset("scratch", "recommended", arch="resnet18_cifar", whiten_stem=True)

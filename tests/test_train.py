@@ -5,6 +5,7 @@ import torch
 
 from core.config import TrainConfig
 from core.engine import lr_factor, supervised_step, train_loop
+from core.models import create_model
 from core.registry import preset
 from core.train import fit
 from tests.conftest import TINY
@@ -130,3 +131,17 @@ def test_stop_during_the_final_test_pass_keeps_the_last_check(splits):
     record = fit(TrainConfig(**FAST | {"epochs": 2, "eval_every": 1}), splits, should_stop=should_stop)
     assert record.status == "stopped" and "final test pass" in record.message and len(record.history) == 2
     assert record.metrics.partial and record.metrics.test_acc == record.history[-1]["test_acc"]
+
+
+def test_a_whitened_stem_stays_as_computed_from_the_labeled_images_while_the_rest_trains(splits):
+    kept = {}
+    cfg = preset("scratch", "recommended", **FAST | dict(arch="convnet_cifar", epochs=2, warmup_epochs=1))
+    assert cfg.whiten_stem  # the preset's network comes with its whitened stem
+    record = fit(cfg.with_(keep_weights=True), splits, keep_weights=lambda state, kind: kept.update(state))
+    assert record.status == "finished"
+    expected = create_model("convnet_cifar", len(splits.classes))
+    expected.whiten_stem(splits.labeled_x)
+    torch.manual_seed(cfg.seed)  # the run's own initialisation
+    initial = create_model("convnet_cifar", len(splits.classes)).state_dict()
+    assert torch.equal(kept["backbone.stem.0.weight"], expected.backbone.stem[0].weight)
+    assert not torch.equal(kept["backbone.block1.conv1.weight"], initial["backbone.block1.conv1.weight"])

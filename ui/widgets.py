@@ -10,6 +10,8 @@ import streamlit as st
 
 from core.config import FIELD_SPECS, FIELD_TYPES, TrainConfig, is_used
 
+DEFAULTS = TrainConfig()
+
 
 def widget_bounds(name: str, cap: float | None = None) -> tuple[float | None, float | None]:
     """The widget's (min, max): the spec's range, narrowed to `cap` (what the dataset holds)."""
@@ -55,7 +57,11 @@ def field_inputs(
     choices = [n for n in names if FIELD_SPECS[n].choices]
     _row(choices, base, values, key, columns, caps)
     current = base.with_(**{k: v for k, v in values.items() if k in FIELD_TYPES})
-    _row([n for n in names if n not in choices and is_used(n, current)], base, values, key, columns, caps)
+    used = [n for n in names if n not in choices and is_used(n, current)]
+    _row(used, base, values, key, columns, caps)
+    # A hidden field takes its default rather than the preset's value: the run's config then says what it did
+    # (whiten_stem=True from a preset, say, would be refused once another architecture is chosen).
+    values.update({n: getattr(DEFAULTS, n) for n in names if n not in choices and n not in used})
 
 
 def _row(names: list[str], base: TrainConfig, values: dict[str, Any], key: str, columns: int, caps: dict) -> None:

@@ -67,6 +67,11 @@ class SmallDataNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def whiten_stem(self, images: torch.Tensor) -> None:
+        """Sets the first layer from these uint8 images and freezes it: models whose entry says `whitens`
+        (convnet_cifar.ConvNetCifar.whiten_stem). Call it after set_trainable, which would unfreeze it."""
+        self.backbone.whiten_stem(self.prep(images.float() / 255))
+
     def set_trainable(self, finetune: str) -> None:
         """head: only the head learns; last: the last block too; all: everything."""
         for p in self.backbone.parameters():
@@ -82,6 +87,7 @@ class ModelEntry:
     tv_name: str | None  # torchvision's name for weights="imagenet"
     split: Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]  # -> backbone, feature dim, last block
     summary: str
+    whitens: bool = False  # its stem can be set from the labeled images (config field whiten_stem)
 
 
 def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]:
@@ -147,7 +153,7 @@ REGISTRY: dict[str, ModelEntry] = {
         resnet18_cifar, None, _split_cifar("layer4"), "ResNet-18 for 32x32 (3x3 stem, no max-pool), 11.2M"
     ),
     "convnet_cifar": ModelEntry(
-        convnet_cifar, None, _split_cifar("block3"), "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M"
+        convnet_cifar, None, _split_cifar("block3"), "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M", whitens=True
     ),
     "resnet18": ModelEntry(
         torchvision.models.resnet18, "resnet18", _split_resnet, "torchvision ResNet-18 (ImageNet), 11.7M"
