@@ -1,8 +1,8 @@
 """README screenshots of the teaching pages on real data, and the cold time of the feature maps.
 
 Serves the app on a free port with the given dataset and weights folder and drives it in Chromium:
-the Why it works page's two maps (timed from the toggle to both charts drawn, with an empty cache)
-and label spreading replayed at 5 iterations.
+the Why it works page's two maps (timed from the toggle to both charts drawn, with an empty cache),
+label spreading replayed at 5 iterations and the whitened stem.
 
 Usage: python benchmarks/screenshots.py --dataset DIR --weights-dir DIR --out docs/screenshots
 """
@@ -49,7 +49,8 @@ def main() -> int:
         t = time.perf_counter()
         page.get_by_text("Draw the maps", exact=True).first.click()
         expect(hint).to_have_count(0, timeout=30_000)
-        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(2, timeout=300_000)
+        # Two maps, and the Whitened stem tab's spectrum (every tab is drawn, the hidden ones too).
+        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(3, timeout=300_000)
         settled(page)
         cold = time.perf_counter() - t
         print(f"two cold maps (random and ImageNet, 1,100 points each): {cold:.1f} s")
@@ -76,6 +77,10 @@ def main() -> int:
         page.get_by_text("After 5 iterations").first.wait_for(timeout=60_000)
         settled(page)
         page.screenshot(path=out / "why-spread.png")
+        page.get_by_role("tab", name="Whitened stem").click()
+        page.get_by_text("The 12 filters, largest variance first").first.wait_for(timeout=60_000)
+        settled(page)
+        page.screenshot(path=out / "why-stem.png")
         browser.close()
     return 0
 

@@ -254,3 +254,13 @@ def notebook_chart(frame: pd.DataFrame) -> alt.LayerChart:
         x="reported:Q", y=y, tooltip=[alt.Tooltip("reported:Q", format=".2%", title="the notebook reported")]
     )  # fmt: skip
     return (bars + errors + dots + reported).properties(height=alt.Step(40))
+
+
+def spectrum_chart(variances: list[float]) -> alt.Chart:
+    """The variance of each direction of 2x2 patch space, largest first, on a log scale."""
+    frame = pd.DataFrame({"direction": range(1, len(variances) + 1), "variance": variances})
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("direction:O", title="direction in patch space (the filters below, in order)"),
+        y=alt.Y("variance:Q", scale=alt.Scale(type="log"), title="variance (log scale)"),
+        tooltip=["direction:O", alt.Tooltip("variance:Q", format=".2e")],
+    ).properties(height=220)  # fmt: skip

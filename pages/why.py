@@ -1,10 +1,10 @@
-"""Why it works: feature maps (random vs ImageNet vs a trained run), label spreading replayed, and
-the pseudo-labels a semi-supervised run accepted."""
+"""Why it works: feature maps (random vs ImageNet vs a trained run), label spreading replayed, the
+pseudo-labels a semi-supervised run accepted, and the scratch preset's whitened first layer."""
 
 import pandas as pd
 import streamlit as st
 
-from core.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart
+from core.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart, spectrum_chart
 from core.featuremap import (
     REPLAY_STEPS,
     Backbone,
@@ -18,6 +18,7 @@ from core.featuremap import (
 from core.featuremap import project as tsne
 from core.models import ModelError
 from core.pseudo import mark_gallery
+from core.stem import stem_view
 from ui.common import framed, pixelated_images, settings, store, try_splits
 
 framed("pages/why.py")
@@ -55,6 +56,12 @@ def replayed(_backbone: Backbone, key: tuple, n: int, fingerprint: str) -> list:
     return spread_replay(feats, splits.labeled_y, len(classes), hidden)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def whitened(index: int, fingerprint: str):
+    """The whitening of the labeled images (a second for 50,000 of them) and one image through it."""
+    return stem_view(splits.labeled_x, index)
+
+
 def kept_networks() -> dict[str, str]:
     """run id -> label of the runs whose whole network was kept (their features can be mapped)."""
     out = {}
@@ -65,7 +72,9 @@ def kept_networks() -> dict[str, str]:
     return out
 
 
-tab_map, tab_spread, tab_gallery = st.tabs(["Feature map", "Label spreading, step by step", "Pseudo-label gallery"])
+tab_map, tab_spread, tab_gallery, tab_stem = st.tabs(
+    ["Feature map", "Label spreading, step by step", "Pseudo-label gallery", "Whitened stem"]
+)
 
 with tab_map:
     st.markdown(
@@ -170,3 +179,35 @@ with tab_gallery:
                     mark = "" if e["right"] is None else ("✓" if e["right"] else "✗")
                     col.image(splits.unlabeled_x[e["index"]].permute(1, 2, 0).numpy(), width=56,
                               caption=f"{mark} {e['confidence']:.2f}")  # fmt: skip
+
+with tab_stem:
+    st.markdown(
+        "The scratch preset's network does not learn its first layer: it computes it from the labeled images. "
+        "Their 2x2 patches (12 numbers each: 3 colours x 4 pixels) vary mostly in one direction, brightness, "
+        "because neighbouring pixels and colours move together. The stem's filters are the directions of patch "
+        "space, each scaled so that every direction has the same variance (*whitening*). From the first step the "
+        "network sees edges and colour contrasts as strongly as brightness, which 100 images could not teach it: "
+        "+1.6 points on the validation split at the same speed (`benchmarks/whiten_stem.py`)."
+    )
+    n_lab = len(splits.labeled_y)
+    index = st.slider("Labeled image", 0, n_lab - 1, 0, key="stem_image")
+    view = whitened(index, splits.fingerprint)
+    s1, s2 = st.columns([3, 2])
+    s1.altair_chart(spectrum_chart(view.variances), width="stretch")
+    top, faintest = view.variances[0] / sum(view.variances), view.variances[-1] / view.variances[0]
+    s2.markdown(
+        f"The first direction holds **{top:.0%}** of the variance, the last **{faintest:.1e}** times the first. "
+        "Whitening divides each by its standard deviation; a small constant keeps the faintest ones from being "
+        "blown up into noise."
+    )
+    pixelated_images()
+    st.caption("The 12 filters, largest variance first (grey is zero; each scaled to its own range). The network "
+               "uses each with both signs: 24 channels.")  # fmt: skip
+    cols = st.columns(12)
+    for i, col in enumerate(cols):
+        col.image(view.filters[i], width=48, caption=str(i + 1))
+    st.caption(f"Labeled image {index} ({classes[int(splits.labeled_y[index])]}) and what each filter makes of it:")
+    cols = st.columns(13)
+    cols[0].image(splits.labeled_x[index].permute(1, 2, 0).numpy(), width=72, caption="image")
+    for i, col in enumerate(cols[1:]):
+        col.image(view.channels[i], width=72, caption=str(i + 1))

@@ -230,14 +230,15 @@ def labelspread_run(weights: str):
     return execute(cfg, get_splits(settings()["dataset"]), store(), cache_dir=settings()["cache_dir"])
 
 
-def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery(app_env, local_backbone):
+def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the_stem(app_env, local_backbone):
     run = labelspread_run(local_backbone)
     at = open_page("pages/why.py")
     assert any("Draw the maps" in i.value for i in at.info)
     at.toggle(key="maps_on").set_value(True).run()
     assert not at.exception, at.exception
     titles = [c.proto.spec for c in at.get("vega_lite_chart")]
-    assert len(titles) == 2 and "random initialisation" in titles[0] and "ImageNet" in titles[1]
+    assert len(titles) == 3 and "random initialisation" in titles[0] and "ImageNet" in titles[1]
+    assert "patch space" in titles[2]  # the Whitened stem tab's spectrum
     at.toggle(key="spread_on").set_value(True).run()
     at.select_slider(key="spread_step").set_value(20).run()
     assert not at.exception, at.exception
@@ -246,7 +247,11 @@ def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery(app_env
     assert at.selectbox(key="gallery_run").value == run.run_id
     counts = [m.value for m in at.markdown if "accepted; of the" in m.value]
     assert len(counts) == 3 and all("5 accepted" in c for c in counts)  # per_class=5 of each class
-    assert len(at.image) == 3 * 5  # each class: its 5 accepted images (all "most confident")
+    # Each class: its 5 accepted images (all "most confident"); the stem's 12 filters, an image, its 12 channels.
+    assert len(at.image) == 3 * 5 + 12 + 1 + 12
+    at.slider(key="stem_image").set_value(4).run()
+    assert not at.exception, at.exception
+    assert any("Labeled image 4 (" in c.value for c in at.caption)
 
 
 def test_try_page_gives_the_top_three_of_each_run(app_env, local_backbone):

@@ -154,3 +154,18 @@ def test_export_and_import_carry_the_weights_and_refuse_strangers(splits, tmp_pa
     assert c.runs() == []  # nothing half-imported
     a.delete(kept.run_id)
     assert not a.has_weights(kept.run_id)
+
+
+def test_the_stem_view_orders_the_patch_directions_and_draws_filters_and_channels(splits):
+    from core.stem import stem_view
+
+    view = stem_view(splits.labeled_x, 3)
+    assert len(view.variances) == 12 and view.variances == sorted(view.variances, reverse=True)
+    assert view.filters.shape == (12, 2, 2, 3) and view.filters.dtype == np.uint8
+    h, w = splits.labeled_x.shape[-2:]
+    assert view.channels.shape == (12, h - 1, w - 1) and view.channels.dtype == np.uint8
+    # Each picture is scaled to its own range around grey (128), so each reaches an extreme.
+    for pictures in (view.filters.reshape(12, -1), view.channels.reshape(12, -1)):
+        extremes = np.abs(pictures.astype(int) - 128).max(1)
+        assert (extremes == 127).all(), extremes
+    assert not np.array_equal(view.channels, stem_view(splits.labeled_x, 4).channels)  # another image

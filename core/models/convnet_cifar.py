@@ -57,13 +57,11 @@ class ConvNetCifar(nn.Module):
         conv.requires_grad_(False)
 
 
-def whitening_filters(images: torch.Tensor, eps: float = 5e-4, chunk: int = 1000) -> torch.Tensor:
-    """C*4 x C x 2 x 2 filters that whiten the 2x2 patches of float images (N x C x H x W): the eigenvectors
-    of the patches' covariance, each scaled by 1/sqrt(eigenvalue + eps). eps keeps the directions the images
-    barely vary in (fine colour noise) from being blown up. The covariance is summed in chunks of images,
-    in float64, so that 50,000 labeled images cost no more memory than 1,000."""
-    c = images.shape[1]
-    dim = c * 4
+def patch_spectrum(images: torch.Tensor, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eigenvalues (ascending) and eigenvectors (columns) of the covariance of the 2x2 patches of
+    float images (N x C x H x W), each patch flattened as (channel, row, column). The covariance is summed
+    in chunks of images, in float64, so that 50,000 labeled images cost no more memory than 1,000."""
+    dim = images.shape[1] * 4
     total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk].double()
@@ -72,9 +70,15 @@ def whitening_filters(images: torch.Tensor, eps: float = 5e-4, chunk: int = 1000
         outer += patches.T @ patches
         count += len(patches)
     mean = total / count
-    cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
-    values, vectors = torch.linalg.eigh(cov)
-    return (vectors.T / (values + eps).sqrt()[:, None]).reshape(dim, c, 2, 2).float()
+    return torch.linalg.eigh((outer - count * torch.outer(mean, mean)) / (count - 1))
+
+
+def whitening_filters(images: torch.Tensor, eps: float = 5e-4, chunk: int = 1000) -> torch.Tensor:
+    """C*4 x C x 2 x 2 filters that whiten the 2x2 patches of float images (N x C x H x W): the eigenvectors
+    of the patches' covariance, each scaled by 1/sqrt(eigenvalue + eps). eps keeps the directions the images
+    barely vary in (fine colour noise) from being blown up."""
+    values, vectors = patch_spectrum(images, chunk)
+    return (vectors.T / (values + eps).sqrt()[:, None]).reshape(len(values), images.shape[1], 2, 2).float()
 
 
 def convnet_cifar(num_classes: int = 10) -> ConvNetCifar:
