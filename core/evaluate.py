@@ -39,6 +39,7 @@ def kept_network(record: RunRecord, state: dict[str, torch.Tensor], n_classes: i
     """The run's whole network, rebuilt from its config and its kept state_dict (on the CPU)."""
     cfg = record.config
     model = create_model(cfg.arch, n_classes, "", cfg.resolution, cfg.normalize)
+    model.flip_test = cfg.flip_test  # it predicts as the run evaluated it
     load_kept(model, state, record)
     return model
 

@@ -45,6 +45,7 @@ def seeded_model(cfg: TrainConfig, splits: Splits, device: torch.device) -> Smal
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
     model.set_trainable(cfg.finetune)
+    model.flip_test = cfg.flip_test and cfg.finetune != "head"
     if cfg.whiten_stem:
         model.whiten_stem(splits.labeled_x)
     return place(model, device)

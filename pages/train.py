@@ -61,7 +61,11 @@ with st.expander("Model", expanded=True):
     if "weights" in fields:
         values["weights"] = select_weights()
     field_inputs(
-        [f for f in ("whiten_stem", "resolution", "finetune", "normalize", "flip_features") if f in fields],
+        [
+            f
+            for f in ("whiten_stem", "resolution", "finetune", "normalize", "flip_features", "flip_test")
+            if f in fields
+        ],
         base,
         values,
         key=k,

@@ -203,7 +203,8 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
 
         page.get_by_role("link", name="Why it works").first.click()
         page.get_by_text("Draw the maps", exact=True).first.click()
-        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(2, timeout=90_000)
+        # The two maps, and the Whitened stem tab's spectrum (hidden tabs are drawn too).
+        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(3, timeout=90_000)
         settled(page)
         no_exception(page)
         page.screenshot(path=shots / "why-map.png")
@@ -216,6 +217,10 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         page.get_by_role("tab", name="Pseudo-label gallery").click()
         expect(page.get_by_text(re.compile("accepted; of the")).first).to_be_visible(timeout=30_000)
         no_exception(page)
+        page.get_by_role("tab", name="Whitened stem").click()
+        expect(page.get_by_text(re.compile("The 12 filters, largest variance first")).first).to_be_visible()
+        no_exception(page)
+        page.screenshot(path=shots / "why-stem.png")
 
         page.get_by_role("link", name="Try a model").first.click()
         expect(page.get_by_text("true class").first).to_be_visible(timeout=60_000)

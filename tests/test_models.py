@@ -129,3 +129,19 @@ def test_a_whitened_stem_is_computed_from_the_images_and_frozen():
     assert model.backbone.block1.conv1.weight.requires_grad
     with pytest.raises(AttributeError):
         create_model("resnet18_cifar").whiten_stem(images)
+
+
+def test_mirror_test_time_augmentation_averages_an_image_and_its_mirror_in_eval_mode_only():
+    torch.manual_seed(0)
+    model = create_model("convnet_cifar")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        for _ in range(30):  # BatchNorm statistics of real activations: a fresh network's outputs barely differ
+            model(torch.rand(8, 3, 32, 32))
+        model.eval()
+        plain, mirrored = model(x), model(x.flip(3))
+        model.flip_test = True
+        assert torch.allclose(model(x), (plain + mirrored) / 2, atol=1e-6)
+        assert not torch.allclose(model(x), plain, atol=1e-4)
+        model.train()  # training sees each augmented image as it is
+        assert torch.allclose(model.head(model.features(x)), model(x), atol=1e-6)

@@ -145,3 +145,20 @@ def test_a_whitened_stem_stays_as_computed_from_the_labeled_images_while_the_res
     initial = create_model("convnet_cifar", len(splits.classes)).state_dict()
     assert torch.equal(kept["backbone.stem.0.weight"], expected.backbone.stem[0].weight)
     assert not torch.equal(kept["backbone.block1.conv1.weight"], initial["backbone.block1.conv1.weight"])
+
+
+def test_a_run_with_mirror_test_time_augmentation_is_rebuilt_to_predict_as_it_was_evaluated(splits):
+    from core.engine import predict
+    from core.evaluate import kept_network
+    from core.record import RunRecord
+
+    kept = {}
+    cfg = preset(
+        "scratch", "recommended", **FAST | dict(flip_test=True, keep_weights=True, warmup_epochs=1, precision="fp32")
+    )
+    record = fit(cfg, splits, keep_weights=lambda state, kind: kept.update(state))
+    model = kept_network(RunRecord.from_dict(record.to_dict()), kept, len(splits.classes)).eval()
+    logits = predict(model, splits.test_x, torch.device("cpu"), False)
+    assert record.metrics.test_acc == float((logits.argmax(1) == splits.test_y).float().mean())
+    model.flip_test = False
+    assert not torch.allclose(predict(model, splits.test_x, torch.device("cpu"), False), logits, atol=1e-4)

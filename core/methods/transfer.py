@@ -70,7 +70,7 @@ class Transfer(Method):
     name = "transfer"
     summary = "An ImageNet-pretrained backbone: a linear head on its frozen features, or fine-tuned."
     help = "Features learned on 1.2 million ImageNet photos, reused: with 100 labels, the head has little to learn."
-    fields = ("arch", *FROZEN, "finetune", "augment", *OPTIMISATION, "eval_every", "keep_weights")
+    fields = ("arch", *FROZEN, "finetune", "augment", *OPTIMISATION, "flip_test", "eval_every", "keep_weights")
     presets = {
         # The notebook's transfer: ImageNet ResNet-18 fine-tuned at 32x32, Adam 1e-3. We default to the
         # MobileNetV2 checkpoint that exists offline.

@@ -60,12 +60,16 @@ class SmallDataNet(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
         self.feature_dim = feature_dim
         self.last = [last]  # a list, so that it is not registered twice as a submodule
+        self.flip_test = False  # in eval mode, average the logits of each image and its mirror image
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.prep(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        logits = self.head(self.features(x))
+        if self.flip_test and not self.training:
+            logits = (logits + self.head(self.features(x.flip(3)))) / 2
+        return logits
 
     def whiten_stem(self, images: torch.Tensor) -> None:
         """Sets the first layer from these uint8 images and freezes it: models whose entry says `whitens`
