@@ -259,7 +259,8 @@ def notebook_chart(frame: pd.DataFrame) -> alt.LayerChart:
 def spectrum_chart(variances: list[float]) -> alt.Chart:
     """The variance of each direction of 2x2 patch space, largest first, on a log scale."""
     frame = pd.DataFrame({"direction": range(1, len(variances) + 1), "variance": variances})
-    return alt.Chart(frame).mark_bar().encode(
+    # Points joined by a line rather than bars: a bar on a log scale has no zero to start from.
+    return alt.Chart(frame).mark_line(point=alt.OverlayMarkDef(size=60)).encode(
         x=alt.X("direction:O", title="direction in patch space (the filters below, in order)"),
         y=alt.Y("variance:Q", scale=alt.Scale(type="log"), title="variance (log scale)"),
         tooltip=["direction:O", alt.Tooltip("variance:Q", format=".2e")],
