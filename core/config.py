@@ -86,7 +86,7 @@ class TrainConfig:
         "networks with a 2x2 patch stem (convnet_cifar), from random weights.", used_when=lambda c: _whitens(c.arch),
     )  # fmt: skip
     flip_test: bool = spec(
-        False, "Mirror test-time augmentation", "At evaluation the network predicts each image and its mirror "
+        False, "Test-time mirroring", "At evaluation the network predicts each image and its mirror "
         "image and averages the two: twice the evaluation time, a little steadier (+0.25 points for the scratch "
         "preset on the validation split). Frozen features have Flip-averaged features instead.",
         used_when=lambda c: c.finetune != "head",
