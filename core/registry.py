@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.augment import parse_pipeline
-from core.config import ConfigError, TrainConfig, check_fields
+from core.config import ConfigError, TrainConfig, check_fields, is_used
 from core.method import Method
 from core.methods.fixmatch import FixMatch
 from core.methods.labelspread import LabelSpread
@@ -75,7 +75,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.weights == "imagenet" and REGISTRY[cfg.arch].tv_name is None:
         raise ConfigError(f"arch={cfg.arch} has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
-    if cfg.whiten_stem and not REGISTRY[cfg.arch].whitens:
+    if cfg.whiten_stem and not is_used("whiten_stem", cfg):
         whitening = ", ".join(name for name, entry in REGISTRY.items() if entry.whitens)
         raise ConfigError(f"whiten_stem=True needs a 2x2 patch stem ({whitening}); arch={cfg.arch} has none: clear it")
     if cfg.whiten_stem and cfg.weights:
@@ -96,11 +96,11 @@ def preset(method: str, name: str, **overrides: Any) -> TrainConfig:
     if name not in presets:
         raise ConfigError(f"preset={name!r} is unknown for method {method!r}; choose one of {', '.join(presets)}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    data = TrainConfig().to_dict() | presets[name] | given
-    if "whiten_stem" not in given and data["arch"] in REGISTRY and not REGISTRY[data["arch"]].whitens:
-        data["whiten_stem"] = False  # the preset's whitened stem goes with its network, not with another one
-    data |= {"method": method, "preset": name}
-    return validate(TrainConfig.from_dict(data))
+    data = TrainConfig().to_dict() | presets[name] | given | {"method": method, "preset": name}
+    cfg = TrainConfig.from_dict(data)
+    if "whiten_stem" not in given and not is_used("whiten_stem", cfg):
+        cfg = cfg.with_(whiten_stem=False)  # the preset's whitened stem goes with its network, not with another one
+    return validate(cfg)
 
 
 def default_preset(method: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.models.convnet_cifar import patch_spectrum, whitening_filters
+from core.models.convnet_cifar import filters_from_spectrum, patch_spectrum
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ def stem_view(images: torch.Tensor, index: int) -> StemView:
     """The patch spectrum and whitening filters of uint8 images (N x 3 x H x W), largest variance first,
     and image `index` through each filter."""
     x = images.float() / 255
-    values, _ = patch_spectrum(x)
-    filters = whitening_filters(x).flip(0)  # eigh sorts ascending; the largest variance reads first
+    values, vectors = patch_spectrum(x)
+    filters = filters_from_spectrum(values, vectors).flip(0)  # eigh sorts ascending; the largest reads first
     out = torch.nn.functional.conv2d(x[index : index + 1] - x.mean((0, 2, 3)).view(1, 3, 1, 1), filters)[0]
     return StemView(values.flip(0).tolist(), _as_picture(filters).permute(0, 2, 3, 1).numpy(), _as_picture(out).numpy())
 

@@ -77,8 +77,12 @@ def whitening_filters(images: torch.Tensor, eps: float = 5e-4, chunk: int = 1000
     """C*4 x C x 2 x 2 filters that whiten the 2x2 patches of float images (N x C x H x W): the eigenvectors
     of the patches' covariance, each scaled by 1/sqrt(eigenvalue + eps). eps keeps the directions the images
     barely vary in (fine colour noise) from being blown up."""
-    values, vectors = patch_spectrum(images, chunk)
-    return (vectors.T / (values + eps).sqrt()[:, None]).reshape(len(values), images.shape[1], 2, 2).float()
+    return filters_from_spectrum(*patch_spectrum(images, chunk), eps)
+
+
+def filters_from_spectrum(values: torch.Tensor, vectors: torch.Tensor, eps: float = 5e-4) -> torch.Tensor:
+    """whitening_filters from patch_spectrum's eigenvalues and eigenvectors, in its (ascending) order."""
+    return (vectors.T / (values + eps).sqrt()[:, None]).reshape(len(values), -1, 2, 2).float()
 
 
 def convnet_cifar(num_classes: int = 10) -> ConvNetCifar:
