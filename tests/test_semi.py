@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.config import ConfigError, TrainConfig
-from core.graph import knn_graph, label_spread, spread_steps
+from core.graph import knn_graph, label_spread, spread_steps, whitened
 from core.pseudo import mark_gallery, select_pseudo_labels
 from core.registry import preset, validate
 from core.train import fit
@@ -134,6 +134,25 @@ def test_label_spreading_on_a_knn_graph(splits, checkpoint, tmp_path):
     assert record.status == "finished" and record.diagnostics["algorithm"] == "labelspread"
     assert record.diagnostics["rounds"][1]["accepted"] == 15  # per_class=5, 3 classes
     assert record.diagnostics["final_acc"] > 0.9  # the synthetic classes are colour clusters
+
+
+def test_whitening_lets_a_weak_direction_decide_the_neighbours():
+    # two clusters told apart by a direction of small variance, buried under two of large variance:
+    # plain cosine similarity pairs points by the loud direction, whitened similarity by the clusters
+    torch.manual_seed(0)
+    side = torch.cat([torch.full((30,), 1.0), torch.full((30,), -1.0)])
+    pts = torch.stack([side + 0.05 * torch.randn(60), 50 * torch.randn(60), 50 * torch.randn(60)], 1)
+
+    def same_cluster_share(z):
+        nearest = (z @ z.T).fill_diagonal_(-2).argmax(1)
+        return float((side[nearest] == side).float().mean())
+
+    assert same_cluster_share(torch.nn.functional.normalize(pts - pts.mean(0), dim=1)) < 0.8
+    assert same_cluster_share(whitened(pts, dims=3)) == 1.0
+    # and it does not depend on the features' scale: any invertible linear map gives the same similarities
+    mixed = pts @ torch.tensor([[2.0, 0.5, 0.0], [0.0, 0.1, 1.0], [1.0, 0.0, 3.0]])
+    z, z_mixed = whitened(pts.double(), 3, eps=0), whitened(mixed.double(), 3, eps=0)
+    assert torch.allclose(z @ z.T, z_mixed @ z_mixed.T, atol=1e-6)
 
 
 def test_graph_building_can_be_stopped():
