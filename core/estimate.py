@@ -65,33 +65,43 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     return min(times)
 
 
-def _measure_head_step(dim: int = 1280, batch: int = 100) -> float:
+def _measure_head_step(dim: int, batch: int = 100) -> float:
     """One optimiser step of a linear head on standardised features (what frozen methods train)."""
     head = torch.nn.Linear(dim, 10)
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
     x, y = torch.randn(batch, dim), torch.randint(0, 10, (batch,))
+
+    def steps(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            loss = F.cross_entropy(head(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t) / n
+
+    steps(5)  # the first steps allocate the optimiser's state: timed, they read 5x too slow
+    return steps(30)
+
+
+def _measure_graph(sizes: tuple[int, int], dim: int, k: int) -> tuple[float, float, float]:
+    """(quadratic, linear, fixed) seconds of label spreading on the k-NN graph of `dim`-long features:
+    the graph's similarity blocks grow with n^2; the whitening's covariance and the spreading's
+    iterations with n; the whitening's eigendecomposition (dim x dim) not at all."""
+    from core.graph import knn_graph, label_spread
+
     t = time.perf_counter()
-    for _ in range(30):
-        loss = F.cross_entropy(head(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t) / 30
-
-
-def _measure_graph(sizes: tuple[int, int]) -> tuple[float, float]:
-    """(quadratic, linear) seconds of the kNN graph: its similarity blocks grow with n^2, PCA with n."""
-    from core.graph import knn_graph
-
+    torch.linalg.eigh(torch.eye(dim, dtype=torch.float64) + 1e-3)
+    fixed = time.perf_counter() - t
     times = []
     for n in sizes:
-        feats = torch.randn(n, 1280)
+        feats = torch.randn(n, dim)
         t = time.perf_counter()
-        knn_graph(feats, 10)
-        times.append(time.perf_counter() - t)
-    # t = a n^2 + b n at both sizes
+        label_spread(knn_graph(feats, k), torch.arange(10), 10)
+        times.append(max(time.perf_counter() - t - fixed, 0.0))
+    # t - fixed = a n^2 + b n at both sizes
     a = (times[1] / sizes[1] - times[0] / sizes[0]) / (sizes[1] - sizes[0])
-    return max(a, 0.0), max((times[0] - a * sizes[0] ** 2) / sizes[0], 0.0)
+    return max(a, 0.0), max((times[0] - a * sizes[0] ** 2) / sizes[0], 0.0), fixed
 
 
 class StepTimings:
@@ -112,21 +122,22 @@ class StepTimings:
         key = f"{torch.__version__}|cl|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
         return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train))
 
-    def head_step(self, busy: bool) -> float:
-        return self._known(f"{torch.__version__}|head", busy, _measure_head_step)
+    def head_step(self, dim: int, busy: bool) -> float:
+        return self._known(f"{torch.__version__}|head|{dim}", busy, lambda: _measure_head_step(dim))
 
-    def graph(self, n: int, busy: bool) -> float:
+    def graph(self, n: int, dim: int, k: int, busy: bool) -> float:
         # Measured at up to 20,000 nodes: large enough that memory traffic counts as it will at 50,000
-        # (3 s in all, once), and no larger than the pool itself.
+        # (about 8 s in all, once, for 1,920-long features), and no larger than the pool itself.
         big = max(400, min(n, 20_000))
         sizes = (big // 4, big)
-        ka, kb = f"{torch.__version__}|graph_n2|{sizes}", f"{torch.__version__}|graph_n|{sizes}"
-        if ka not in self.known or kb not in self.known:
+        # "w": the whitened graph (core.graph.whitened); older timings are retaken.
+        ka, kb, kc = (f"{torch.__version__}|graph_w_{part}|{sizes}|{dim}|{k}" for part in ("n2", "n", "1"))
+        if any(key not in self.known for key in (ka, kb, kc)):
             if busy:
                 raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
-            self.known[ka], self.known[kb] = _measure_graph(sizes)
+            self.known[ka], self.known[kb], self.known[kc] = _measure_graph(sizes, dim, k)
             self._save()
-        return self.known[ka] * n * n + self.known[kb] * n
+        return self.known[ka] * n * n + self.known[kb] * n + self.known[kc]
 
     def _known(self, key: str, busy: bool, measure) -> float:
         if key not in self.known:
@@ -180,11 +191,11 @@ class MeasuredTiming:
         batch = 64 if self.device.type == "cpu" else 1024
         return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, False, self.busy) / batch
 
-    def head_step(self) -> float:
-        return self.steps.head_step(self.busy)
+    def head_step(self, dim: int) -> float:
+        return self.steps.head_step(dim, self.busy)
 
-    def graph(self, n: int) -> float:
-        return self.steps.graph(n, self.busy)
+    def graph(self, n: int, dim: int, k: int) -> float:
+        return self.steps.graph(n, dim, k, self.busy)
 
     def startup(self, cfg: TrainConfig) -> float:
         """Building the model and loading its weights (about a second for an ImageNet backbone)."""

@@ -133,3 +133,48 @@ def test_a_whitened_stem_needs_a_patch_stem_and_random_weights(checkpoint):
     assert not preset("scratch", "recommended", arch="resnet18_cifar").whiten_stem
     with pytest.raises(ConfigError, match="whiten_stem"):
         preset("scratch", "recommended", arch="resnet18_cifar", whiten_stem=True)
+
+
+class CountingTiming:
+    """A Timing with round numbers, which writes down what each estimate asked it."""
+
+    def __init__(self) -> None:
+        self.heads, self.graphs = [], []
+
+    def train_step(self, arch, resolution, batch):
+        return 0.0
+
+    def per_image(self, arch, resolution):
+        return 0.01
+
+    def features_cached(self, cfg, what):
+        return what != "unlabeled"
+
+    def head_step(self, dim):
+        self.heads.append(dim)
+        return 0.001
+
+    def graph(self, n, dim, k):
+        self.graphs.append((n, dim, k))
+        return 7.0
+
+
+def test_semi_estimates_count_each_round_on_its_own_pool():
+    from core.method import DataSizes
+    from core.models import feature_dim
+
+    sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)
+    # self-training: round r refits on the 100 labeled images plus r * 40 per class (core.pseudo.curriculum)
+    cfg = TrainConfig(method="selftrain", arch=TINY, weights="x.pth", epochs=2, batch_size=100, rounds=3,
+                      per_class=40, n_unlabeled=2000, flip_features=False)  # fmt: skip
+    timing = CountingTiming()
+    batches = sum(-(-(100 + r * 400) // 100) for r in (1, 2, 3)) + 1  # + round 0, the probe on 100
+    expected = 2000 * 0.01 + 2 * batches * 0.001
+    assert get_method("selftrain").estimate(cfg, sizes, timing) == pytest.approx(expected)
+    assert set(timing.heads) == {feature_dim(TINY)}
+    # label spreading adds the graph over the labeled and pooled images, with the config's k
+    timing = CountingTiming()
+    spread = cfg.with_(method="labelspread", rounds=1, knn=7)
+    batches = -(-(100 + 400) // 100) + 1
+    assert get_method("labelspread").estimate(spread, sizes, timing) == pytest.approx(20 + 2 * batches * 0.001 + 7)
+    assert timing.graphs == [(2100, feature_dim(TINY), 7)]

@@ -10,6 +10,7 @@ from core.graph import knn_graph, label_spread
 from core.method import FROZEN, OPTIMISATION, DataSizes, Outcome, RunContext, Timing
 from core.methods.selftrain import PSEUDO, FrozenSemi
 from core.methods.transfer import FROZEN_128
+from core.models import feature_dim
 from core.pseudo import Proposer, curriculum, self_train
 
 
@@ -60,7 +61,8 @@ class LabelSpread(FrozenSemi):
 
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
-        return super().estimate(cfg, sizes, timing) + timing.graph(pool + min(cfg.n_labeled, sizes.labeled))
+        nodes = pool + min(cfg.n_labeled, sizes.labeled)
+        return super().estimate(cfg, sizes, timing) + timing.graph(nodes, feature_dim(cfg.arch), cfg.knn)
 
     def run(self, ctx: RunContext) -> Outcome:
         return self_train(ctx, spread_first(ctx))

@@ -31,8 +31,13 @@ class FrozenSemi(Method):
 
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
-        accepted = min(pool, cfg.per_class * 10) if cfg.per_class else pool
-        rounds = self.total_units(cfg) * head_seconds(cfg, min(cfg.n_labeled, sizes.labeled) + accepted, timing)
+        labeled = min(cfg.n_labeled, sizes.labeled)
+
+        def accepted(r: int) -> int:  # round r (1, 2, ...) takes r * per_class of each class (core.pseudo)
+            return min(pool, r * cfg.per_class * 10) if cfg.per_class else pool
+
+        # round 0, the head on the labeled images alone, is the probe
+        rounds = sum(head_seconds(cfg, labeled + accepted(r), timing) for r in range(1, cfg.rounds + 1))
         return probe_seconds(cfg, sizes, timing) + features_seconds(cfg, pool, "unlabeled", timing) + rounds
 
 

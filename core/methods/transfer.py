@@ -17,6 +17,7 @@ from core.frozen import (
 )
 from core.method import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish
 from core.methods.scratch import train_end_to_end
+from core.models import feature_dim
 
 # A linear head on frozen MobileNetV2 features at 128 px: the base of the transfer and semi presets.
 FROZEN_128 = dict(
@@ -53,7 +54,7 @@ def features_seconds(cfg: TrainConfig, images: int, what: str, timing: Timing) -
 
 def head_seconds(cfg: TrainConfig, n_items: int, timing: Timing) -> float:
     """Training a linear head on n_items features."""
-    return cfg.epochs * -(-n_items // cfg.batch_size) * timing.head_step()
+    return cfg.epochs * -(-n_items // cfg.batch_size) * timing.head_step(feature_dim(cfg.arch))
 
 
 def probe_seconds(cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:

@@ -230,6 +230,12 @@ def create_model(
 
 
 @lru_cache(maxsize=32)
+def feature_dim(name: str) -> int:
+    """Length of the feature vector the model's head reads (1,920 for mobilenet_v2_stages)."""
+    return create_model(name).feature_dim
+
+
+@lru_cache(maxsize=32)
 def state_dict_bytes(name: str, num_classes: int = 10) -> int:
     """Bytes of a float32 state_dict of the model (what keep_weights writes beside a run)."""
     model = create_model(name, num_classes)
