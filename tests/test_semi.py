@@ -181,3 +181,17 @@ def test_stop_during_feature_extraction_ends_the_run_at_once(splits, checkpoint,
                  progress=progress, should_stop=lambda: len(notes) > 0)  # fmt: skip
     assert record.status == "stopped" and "feature extraction" in record.message
     assert len(notes) == 1 and record.history == [] and record.metrics.test_acc is None
+
+
+def test_a_small_graph_whitens_fewer_directions_than_it_has_images():
+    # 48 images in 64 dimensions: whitening all 47 directions of the sample puts every image at the same
+    # distance from every other; the graph keeps a direction per 8 images and finds the four clusters
+    torch.manual_seed(0)
+    centres = torch.randn(4, 64) * 3
+    pts = torch.cat([centres[c] + torch.randn(12, 64) for c in range(4)])
+    truth = torch.arange(4).repeat_interleave(12)
+    order = torch.tensor([0, 12, 24, 36] + [i for i in range(48) if i % 12])  # one labeled image per cluster
+    probs = label_spread(knn_graph(pts[order], k=5), torch.arange(4), 4)
+    assert torch.equal(probs.argmax(1), truth[order[4:]])
+    flat = whitened(pts, dims=47)
+    assert (flat @ flat.T).fill_diagonal_(0).abs().max() < 0.1  # all but orthogonal: no neighbour is nearer
