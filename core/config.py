@@ -242,3 +242,8 @@ def check_fields(cfg: TrainConfig) -> None:
 def is_used(name: str, cfg: TrainConfig) -> bool:
     rule = FIELD_SPECS[name].used_when
     return rule is None or bool(rule(cfg))
+
+
+def is_on(name: str, cfg: TrainConfig) -> bool:
+    """A yes/no field that is set and applies to this config (flip_test=True on a frozen head does not)."""
+    return bool(getattr(cfg, name)) and is_used(name, cfg)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from core.config import is_on
 from core.data import Splits
 from core.device import place, resolve_device, use_bf16
 from core.engine import StopFn, metrics, predict
@@ -39,7 +40,7 @@ def kept_network(record: RunRecord, state: dict[str, torch.Tensor], n_classes: i
     """The run's whole network, rebuilt from its config and its kept state_dict (on the CPU)."""
     cfg = record.config
     model = create_model(cfg.arch, n_classes, "", cfg.resolution, cfg.normalize)
-    model.flip_test = cfg.flip_test  # it predicts as the run evaluated it
+    model.flip_test = is_on("flip_test", cfg)  # it predicts as the run evaluated it (core.train.seeded_model)
     load_kept(model, state, record)
     return model
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from core.config import TrainConfig, is_used
+from core.config import TrainConfig, is_on
 from core.data import Splits
 from core.engine import RowFn, StopFn, metrics, predict
 from core.models import SmallDataNet
@@ -178,6 +178,6 @@ class Method:
 
 def evaluation_seconds(cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
     """The final test pass plus the periodic checks on a subset."""
-    per = timing.per_image(cfg.arch, cfg.resolution) * (2 if cfg.flip_test and is_used("flip_test", cfg) else 1)
+    per = timing.per_image(cfg.arch, cfg.resolution) * (2 if is_on("flip_test", cfg) else 1)
     checks = (cfg.epochs // cfg.eval_every) if cfg.eval_every else 0
     return (sizes.test + checks * min(cfg.eval_subset, sizes.test)) * per

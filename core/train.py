@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from core.config import TrainConfig, is_used
+from core.config import TrainConfig, is_on
 from core.data import Splits
 from core.device import environment, place, resolve_device, use_bf16
 from core.engine import RowFn, StopFn
@@ -45,7 +45,7 @@ def seeded_model(cfg: TrainConfig, splits: Splits, device: torch.device) -> Smal
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, len(splits.classes), cfg.weights, cfg.resolution, cfg.normalize)
     model.set_trainable(cfg.finetune)
-    model.flip_test = cfg.flip_test and is_used("flip_test", cfg)
+    model.flip_test = is_on("flip_test", cfg)
     if cfg.whiten_stem:
         model.whiten_stem(splits.labeled_x)
     return place(model, device)
