@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from core.spectrum import covariance_spectrum
+
 # Iterations of label spreading. At alpha 0.99 the scores are still far from their fixed point after 20;
 # on the validation split (labelspread's recommended preset, 3 seeds) 50 gave 59.4 +- 0.3% against
 # 58.5 +- 0.3% with 20, and 80 no more than 50.
@@ -24,15 +26,10 @@ def whitened(feats: torch.Tensor, dims: int, eps: float = 1e-5, chunk: int = 409
     features); with it, every direction counts alike. On the validation split (labelspread's recommended
     preset, 3 seeds) that took label spreading from 58.8% to 61.9%. eps (relative to the largest variance)
     keeps directions that barely vary from being blown up. The covariance is summed in float64 chunks."""
-    mean = feats.mean(0)
-    cov = torch.zeros(feats.shape[1], feats.shape[1], dtype=torch.float64)
-    for start in range(0, len(feats), chunk):
-        centred = (feats[start : start + chunk] - mean).double()
-        cov += centred.T @ centred
-    values, vectors = torch.linalg.eigh(cov / max(len(feats) - 1, 1))
+    mean, values, vectors = covariance_spectrum(feats[s : s + chunk] for s in range(0, len(feats), chunk))
     values, vectors = values.flip(0)[:dims], vectors.flip(1)[:, :dims]  # largest first
     scale = (values.clamp(min=0) + eps * values[0].clamp(min=1e-12)).rsqrt()
-    return F.normalize((feats - mean) @ (vectors * scale).to(feats.dtype), dim=1)
+    return F.normalize((feats - mean.to(feats.dtype)) @ (vectors * scale).to(feats.dtype), dim=1)
 
 
 def knn_graph(feats: torch.Tensor, k: int, dims: int = 384, chunk: int = 4096, should_stop=None) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.spectrum import covariance_spectrum
+
 
 class ConvBlock(nn.Module):
     def __init__(self, in_channels: int, channels: int) -> None:
@@ -60,17 +62,14 @@ class ConvNetCifar(nn.Module):
 def patch_spectrum(images: torch.Tensor, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """The eigenvalues (ascending) and eigenvectors (columns) of the covariance of the 2x2 patches of
     float images (N x C x H x W), each patch flattened as (channel, row, column). The covariance is summed
-    in chunks of images, in float64, so that 50,000 labeled images cost no more memory than 1,000."""
+    in chunks of images (core.spectrum), so that 50,000 labeled images cost no more memory than 1,000."""
     dim = images.shape[1] * 4
-    total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].double()
-        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, dim)
-        total += patches.sum(0)
-        outer += patches.T @ patches
-        count += len(patches)
-    mean = total / count
-    return torch.linalg.eigh((outer - count * torch.outer(mean, mean)) / (count - 1))
+
+    def patches(x: torch.Tensor) -> torch.Tensor:
+        return x.double().unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, dim)
+
+    _, values, vectors = covariance_spectrum(patches(images[s : s + chunk]) for s in range(0, len(images), chunk))
+    return values, vectors
 
 
 def whitening_filters(images: torch.Tensor, eps: float = 5e-4, chunk: int = 1000) -> torch.Tensor:
