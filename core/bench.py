@@ -152,10 +152,10 @@ def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: s
     return rows
 
 
-def many_seeds(splits, quick: bool, device: str, n: int = 5) -> list[dict]:
+def many_seeds(splits, quick: bool, device: str, n: int = 5, epochs: int | None = None) -> list[dict]:
     """n seeds of the scratch recipe (shortened: the ratio, not the accuracy, is measured) trained
     together, stacked, against the same n trained alone one after another, in this process."""
-    epochs = 2 if quick else 20
+    epochs = epochs or (2 if quick else 20)
     log(f"[4/5] {n} seeds of scratch recommended ({epochs} epochs): stacked vs alone")
     if quick:  # the test pass is the same work either way; a slice of it keeps the smoke check short
         splits = dataclasses.replace(splits, test_x=splits.test_x[:1000], test_y=splits.test_y[:1000])

@@ -64,8 +64,11 @@ def place(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast where asked (CPUs with AMX run it over twice as fast), else a no-op context."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+    """bfloat16 autocast where asked (CPUs with AMX run it over twice as fast), else a no-op context.
+    On a GPU without autocast's cache of cast weights, which a step recorded as a CUDA graph must not
+    use (core.cudagraph; PyTorch's make_graphed_callables says so)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16,
+                          cache_enabled=device.type != "cuda")  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:

@@ -9,6 +9,7 @@ host per step except the NaN check.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import TrainConfig
+from core.cudagraph import GraphedSteps, graphable
 from core.device import autocast
 
 RowFn = Callable[[dict[str, Any]], None]
@@ -44,15 +46,21 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(
+    cfg: TrainConfig, params: list[nn.Parameter], lr: float | torch.Tensor | None = None, capturable: bool = False
+) -> torch.optim.Optimizer:
+    """cfg's optimiser; lr (a tensor, for core.cudagraph) replaces cfg.lr, and capturable is Adam's mode
+    that keeps its step count on the device."""
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )  # fmt: skip
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    if isinstance(lr, torch.Tensor) and not capturable:
+        return adam(params, lr=lr, weight_decay=cfg.weight_decay, foreach=False)  # foreach wants a float lr
+    return adam(params, lr=lr, weight_decay=cfg.weight_decay, capturable=capturable)
 
 
 @torch.no_grad()
@@ -158,6 +166,30 @@ def epoch_row(epoch: int, loss_sum: float, correct: float, seen: int, lr: float,
     }
 
 
+def weight_average(model: nn.Module, decay: float) -> tuple[nn.Module, Callable[[], None]]:
+    """An exponential moving average of model's weights (a frozen copy) and the update to call after each
+    step; with decay 0, the model itself and no update. Buffers that are not floats (BatchNorm's step
+    count) are copied."""
+    if decay <= 0:
+        return model, lambda: None
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    pairs = list(zip(ema.state_dict().values(), model.state_dict().values(), strict=True))
+    floats = [pair for pair in pairs if pair[0].dtype.is_floating_point]
+    others = [pair for pair in pairs if not pair[0].dtype.is_floating_point]
+    averaged, current = [e for e, _ in floats], [m for _, m in floats]
+
+    @torch.no_grad()
+    def update() -> None:
+        # One fused call for all tensors: a GPU step of a small network is otherwise hundreds of launches.
+        torch._foreach_lerp_(averaged, current, 1 - decay)
+        for pe, pm in others:
+            pe.copy_(pm)
+
+    return ema, update
+
+
 @dataclass
 class LoopResult:
     status: str  # finished | stopped | diverged
@@ -178,9 +210,21 @@ def train_loop(
     should_stop: StopFn | None = None,
     after_step: Callable[[], None] | None = None,
     row_extras: Callable[[], dict[str, Any]] | None = None,
+    graph: bool = False,
 ) -> LoopResult:
-    """cfg.epochs epochs over n_items in shuffled batches of cfg.batch_size; one history row per epoch."""
-    opt, sched = optimiser_and_schedule(cfg, params, n_items)
+    """cfg.epochs epochs over n_items in shuffled batches of cfg.batch_size; one history row per epoch.
+    graph: the step may be replayed as a CUDA graph where core.cudagraph.graphable says it can (the
+    step's only effects are its loss, backward and the optimiser step: no after_step)."""
+    graphed, steps_per_epoch = None, max(1, math.ceil(n_items / cfg.batch_size))
+
+    def lr_at(step: int) -> float:
+        return cfg.lr * lr_factor(cfg, step, steps_per_epoch)
+
+    if graph and after_step is None and graphable(cfg, device, n_items):
+        lr = torch.tensor(cfg.lr, device=device)  # read on the device by each replay
+        opt = make_optimizer(cfg, params, lr=lr, capturable=True)
+        graphed = GraphedSteps(opt, lr, lr_at, step_loss, cfg.batch_size, device)
+    opt, sched = (graphed.opt, None) if graphed else optimiser_and_schedule(cfg, params, n_items)
     order_rng = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -189,19 +233,24 @@ def train_loop(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
-        lr = opt.param_groups[0]["lr"]
+        lr = lr_at(graphed.done) if graphed else opt.param_groups[0]["lr"]
         for idx in torch.randperm(n_items, generator=order_rng).split(cfg.batch_size):
             if should_stop and should_stop():
                 return LoopResult("stopped", history, stopped_message(epoch))
             if len(idx) < 2 and n_items >= 2:
                 continue  # BatchNorm cannot train on a batch of one
-            loss, right = step_loss(idx.to(device))
-            if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
-                return LoopResult("diverged", history, diverged_message(cfg, epoch))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            if graphed:  # loss, backward and step in one replay; a NaN is caught one step later than eagerly
+                loss, right = graphed.step(idx.to(device))
+                if not torch.isfinite(loss):
+                    return LoopResult("diverged", history, diverged_message(cfg, epoch))
+            else:
+                loss, right = step_loss(idx.to(device))
+                if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
+                    return LoopResult("diverged", history, diverged_message(cfg, epoch))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
             if after_step:
                 after_step()
             loss_sum += loss.detach() * len(idx)

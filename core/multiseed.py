@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from core.augment import BatchAugment
@@ -137,7 +138,12 @@ def fit_seeds(
         model = seeded_model(c, splits, device)
         group.append(Seed(c, model, RngState(device), torch.Generator().manual_seed(c.seed)))
     t = time.perf_counter()
-    train_stacked(group, splits, device, bf16, on_row, should_stop)
+    try:
+        train_stacked(group, splits, device, bf16, on_row, should_stop)
+    except StackingUnsupported as err:
+        warnings.warn(f"seeds cannot train stacked here ({err}): training them one after another", stacklevel=2)
+        return fit_seeds(cfg, seeds, splits, on_row=on_row, should_stop=should_stop, cache_dir=cache_dir,
+                         progress=progress, run_ids=run_ids, keep_weights=keep_weights, stack=False)  # fmt: skip
     # Each seed's share of the shared time (building the networks, training), plus its own final pass.
     setup_s, train_s = (t - t0) / len(group), (time.perf_counter() - t) / len(group)
     records = []
@@ -152,6 +158,49 @@ def fit_seeds(
         total_s = setup_s + train_s + time.perf_counter() - t
         records.append(outcome_record(seed.cfg, out, splits, environment(device, bf16), run_ids[i], created, total_s))
     return records
+
+
+class StackingUnsupported(RuntimeError):
+    """The first stacked step failed on this device: the seeds train one after another instead."""
+
+
+def batch_norm_in_plain_ops(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """What nn.BatchNorm2d computes (batch statistics and a running-average update in training, the
+    running statistics in evaluation), in elementwise operations and reductions that vmap batches on any
+    device. On a GPU, vmap sends batch_norm itself to cuDNN's path, which torch 2.11 cannot batch: on an
+    H200 it failed with "NYI: querying is_contiguous inside of vmap" in float32 and "Expected running_mean
+    to have type BFloat16" in bfloat16's backward. Statistics in float32 whatever the input's precision."""
+    if bn.momentum is None:
+        raise StackingUnsupported("BatchNorm with momentum=None (a cumulative average) cannot stack")
+    xf, dims, shape = x.float(), [0, *range(2, x.dim())], (1, -1) + (1,) * (x.dim() - 2)
+    if bn.training or bn.running_mean is None:
+        mean, var = xf.mean(dims), xf.var(dims, unbiased=False)
+        if bn.training and bn.running_mean is not None:
+            n = xf.numel() / xf.shape[1]
+            with torch.no_grad():
+                m = bn.momentum  # running <- (1 - m) running + m batch (lerp_ has no batching rule)
+                bn.running_mean.mul_(1 - m).add_(mean.detach() * m)
+                bn.running_var.mul_(1 - m).add_(var.detach() * (m * n / max(n - 1, 1)))
+                bn.num_batches_tracked.add_(1)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    return y.to(x.dtype)
+
+
+@contextmanager
+def plain_batch_norm(model: nn.Module, active: bool) -> Iterator[None]:
+    """model's BatchNorm layers compute with batch_norm_in_plain_ops while active, as they were after."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if active else []
+    for m in layers:
+        m.forward = lambda x, m=m: batch_norm_in_plain_ops(m, x)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward  # back to the class's own forward
 
 
 def train_stacked(
@@ -184,13 +233,19 @@ def train_stacked(
     def check() -> list[float]:
         """Each seed's accuracy on the test subset: engine.predict of all seeds at once (images x seeds x classes)."""
         base.eval()
-        logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
-                         splits.test_x[subset], device, bf16)  # fmt: skip
+        with plain_batch_norm(base, on_gpu):
+            logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
+                             splits.test_x[subset], device, bf16)  # fmt: skip
         return (logits.argmax(-1) == splits.test_y[subset][:, None]).float().mean(0).tolist()
 
     # vmap has no batching rule for the in-place as_strided_ inside adaptive pooling and says so on every
     # call; it falls back to a loop over seeds for that one small op.
     warnings.filterwarnings("ignore", message=".*batching rule for aten::as_strided_", category=UserWarning)
+    # On a GPU, BatchNorm runs in plain operations (batch_norm_in_plain_ops) and the stacked step in
+    # float32; its test passes stay bf16.
+    on_gpu = device.type == "cuda"
+    train_bf16 = bf16 and not on_gpu
+    steps = 0
     alive = list(range(n))
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -216,8 +271,14 @@ def train_stacked(
                 xs.append(x)
                 ys.append(y)
             x, y = torch.stack(xs), torch.stack(ys)
-            with autocast(device, bf16):
-                logits = vmap(forward)(params, buffers, x)
+            try:
+                with autocast(device, train_bf16), plain_batch_norm(base, on_gpu):
+                    logits = vmap(forward)(params, buffers, x)
+            except RuntimeError as err:
+                if steps == 0:  # nothing has trained yet: the caller can fall back
+                    raise StackingUnsupported(str(err)) from err
+                raise
+            steps += 1
             logits = logits.float()
             per_item = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1), label_smoothing=cfg.label_smoothing,
                                        reduction="none")  # fmt: skip

@@ -17,10 +17,11 @@ from core.methods.fixmatch import FixMatch
 from core.methods.labelspread import LabelSpread
 from core.methods.scratch import Scratch
 from core.methods.selftrain import SelfTrain
+from core.methods.spreadtune import SpreadTune
 from core.methods.transfer import Transfer
 from core.models import REGISTRY, list_models
 
-BUILTIN: tuple[Method, ...] = (Scratch(), Transfer(), SelfTrain(), LabelSpread(), FixMatch())
+BUILTIN: tuple[Method, ...] = (Scratch(), Transfer(), SelfTrain(), LabelSpread(), FixMatch(), SpreadTune())
 METHODS: dict[str, Method] = {}
 # Fields every method reads, whatever it declares.
 ALWAYS = ("n_labeled", "seed", "device", "precision", "eval_subset")

@@ -1,5 +1,7 @@
 """Many seeds at once (core.multiseed): each stacked seed is the run it would have been alone."""
 
+import copy
+
 import pytest
 import torch
 
@@ -149,3 +151,35 @@ def test_the_scratch_recipes_network_stacks_too(splits):
     cfg = preset("scratch", "recommended", **FAST | dict(arch=arch, epochs=2, warmup_epochs=1, lr=5e-4, eval_every=1))
     for a, seed in zip(fit_seeds(cfg, [0, 1], splits, stack=True), [0, 1], strict=True):
         same_run(a, fit(cfg.with_(seed=seed), splits))
+
+
+def test_batch_norm_in_plain_ops_is_batch_norm_and_stacks_under_vmap():
+    """What stacked seeds use on a GPU (core.multiseed.plain_batch_norm): nn.BatchNorm2d's outputs and
+    running statistics, in training and in evaluation, alone and for two stacked layers under vmap."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from core.multiseed import plain_batch_norm
+
+    torch.manual_seed(0)
+    layers = [torch.nn.BatchNorm2d(4) for _ in range(2)]
+    for bn in layers:
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
+    x = torch.randn(2, 6, 4, 3, 3) * 3 + 1
+    reference = [copy.deepcopy(bn) for bn in layers]
+    expected = [bn(xi) for bn, xi in zip(reference, x, strict=True)]  # training mode: batch statistics
+    params, buffers = stack_module_state(layers)
+    base = copy.deepcopy(layers[0])
+    with plain_batch_norm(base, True):
+        got = vmap(lambda p, b, xi: functional_call(base, (p, b), (xi,)))(params, buffers, x)
+    for i in range(2):
+        assert torch.allclose(got[i], expected[i], atol=1e-5)
+        assert torch.allclose(buffers["running_mean"][i], reference[i].running_mean, atol=1e-6)
+        assert torch.allclose(buffers["running_var"][i], reference[i].running_var, atol=1e-5)
+        assert int(buffers["num_batches_tracked"][i]) == 1
+    base.eval()
+    with plain_batch_norm(base, True):
+        evaluated = vmap(lambda p, b, xi: functional_call(base, (p, b), (xi,)))(params, buffers, x)
+    for i in range(2):
+        assert torch.allclose(evaluated[i], reference[i].eval()(x[i]), atol=1e-5)
+    assert "forward" not in vars(base)  # the layer's own forward is back

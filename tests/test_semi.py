@@ -23,6 +23,13 @@ def fixmatch_cfg(checkpoint=None, **kw):
     return preset("fixmatch", "notebook", **base | kw)
 
 
+def spreadtune_cfg(checkpoint, **kw):
+    base = dict(arch=TINY, weights=checkpoint, resolution=32, normalize=False, n_unlabeled=0, per_class=4, knn=5,
+                epochs=3, batch_size=6, mu=3, lr=0.001, ema=0.5, warmup_epochs=0, eval_every=1, eval_subset=30,
+                device="cpu", precision="fp32")  # fmt: skip
+    return preset("spreadtune", "gpu", **base | kw)
+
+
 def test_select_pseudo_labels_is_confident_and_balanced():
     probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
     assert select_pseudo_labels(probs, 0.0, 0).tolist() == [0, 1, 2, 3, 4]
@@ -88,7 +95,33 @@ def test_fixmatch_runs_with_diagnostics_and_honours_stop(splits):
     assert stopped.status == "stopped" and len(stopped.history) < 50
 
 
-@pytest.mark.parametrize("method", ["selftrain", "labelspread", "fixmatch"])
+def test_spreadtune_teaches_the_network_the_spread_labels(splits, checkpoint, tmp_path):
+    rows = []
+    record = fit(spreadtune_cfg(checkpoint), splits, on_row=rows.append, cache_dir=tmp_path)
+    assert record.status == "finished" and len(rows) == 3 and rows[-1]["test_acc"] is not None
+    d = record.diagnostics
+    assert d["final_count"] == 12  # 4 per class of the 60 unlabeled images
+    assert sum(c["count"] for c in d["gallery"]["per_class"]) == 12
+    assert 0 <= d["final_acc"] <= 1 and record.timings["teacher_s"] > 0 and 0 <= d["start_test_acc"] <= 1
+    assert record.metrics.test_acc > 0.6  # the colour classes: learnt, whatever the seed
+    # the teacher's features are labelspread's: cached once, read back by the second run
+    again = fit(spreadtune_cfg(checkpoint, seed=1), splits, cache_dir=tmp_path)
+    assert again.status == "finished" and again.timings["teacher_s"] < record.timings["teacher_s"]
+    # hidden labels: diagnostics only
+    scrambled = replace(splits, unlabeled_hidden_y=splits.unlabeled_hidden_y.flip(0).roll(7))
+    other = fit(spreadtune_cfg(checkpoint), scrambled, cache_dir=tmp_path)
+    assert [r["train_loss"] for r in other.history] == [r["train_loss"] for r in record.history]
+    assert other.diagnostics["final_acc"] != d["final_acc"]
+
+
+def test_spreadtune_needs_weights_and_a_network_that_learns(checkpoint):
+    with pytest.raises(ConfigError, match="weights"):
+        validate(TrainConfig(method="spreadtune", arch=TINY, weights="", finetune="all"))
+    with pytest.raises(ConfigError, match="finetune"):
+        validate(TrainConfig(method="spreadtune", arch=TINY, weights=checkpoint, finetune="head"))
+
+
+@pytest.mark.parametrize("method", ["selftrain", "labelspread", "fixmatch", "spreadtune"])
 def test_divergence_is_detected_in_every_semi_method(splits, checkpoint, tmp_path, monkeypatch, method):
     import core.train
 
@@ -102,6 +135,8 @@ def test_divergence_is_detected_in_every_semi_method(splits, checkpoint, tmp_pat
     monkeypatch.setattr(core.train, "create_model", poisoned)
     if method == "fixmatch":
         cfg = fixmatch_cfg()
+    elif method == "spreadtune":
+        cfg = spreadtune_cfg(checkpoint)
     else:
         cfg = selftrain_cfg(checkpoint, method, "notebook" if method == "selftrain" else "recommended")
     record = fit(cfg, splits, cache_dir=tmp_path)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.engine import lr_factor, supervised_step, train_loop
+from core.engine import lr_factor, make_optimizer, supervised_step, train_loop
 from core.models import create_model
 from core.registry import preset
 from core.train import fit
@@ -162,3 +162,37 @@ def test_a_run_with_mirror_test_time_augmentation_is_rebuilt_to_predict_as_it_wa
     assert record.metrics.test_acc == float((logits.argmax(1) == splits.test_y).float().mean())
     model.flip_test = False
     assert not torch.allclose(predict(model, splits.test_x, torch.device("cpu"), False), logits, atol=1e-4)
+
+
+def test_graphed_steps_follow_the_eager_loop():
+    """core.cudagraph.GraphedSteps (what a GPU replays as a CUDA graph; eager here) trains exactly as the
+    engine's own loop: the same batches, Adam with the learning rate as a tensor, the same schedule."""
+    from core.cudagraph import GraphedSteps, graphable
+
+    cfg = TrainConfig(epochs=4, batch_size=5, optimizer="adam", lr=0.01, schedule="cosine", warmup_epochs=1)
+    x, y = torch.rand(20, 3, 2, 2), torch.arange(20) % 3
+
+    def trained(graphed: bool) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        step = supervised_step(model, x, y, cfg, torch.device("cpu"), False, lambda a, b: (a, b))
+        if not graphed:
+            train_loop(list(model.parameters()), 20, cfg, step, device=torch.device("cpu"))
+            return model
+        lr = torch.tensor(cfg.lr)
+        opt = make_optimizer(cfg, list(model.parameters()), lr=lr)
+        steps = GraphedSteps(opt, lr, lambda s: cfg.lr * lr_factor(cfg, s, 4), step, 5, torch.device("cpu"))
+        order = torch.Generator().manual_seed(cfg.seed)  # train_loop's batch order
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(20, generator=order).split(cfg.batch_size):
+                steps.step(idx)
+        assert steps.done == 16 and float(lr) == pytest.approx(cfg.lr * lr_factor(cfg, 15, 4))
+        return model
+
+    eager, replayed = trained(False), trained(True)
+    for a, b in zip(eager.parameters(), replayed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not graphable(cfg, torch.device("cpu"), 20)  # a CPU never records graphs
+    assert not graphable(cfg.with_(optimizer="sgd"), torch.device("cuda"), 20)  # SGD keeps its lr on the host
+    assert not graphable(cfg, torch.device("cuda"), 21)  # a short last batch: shapes change
+    assert graphable(cfg, torch.device("cuda"), 20)

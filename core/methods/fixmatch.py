@@ -3,7 +3,6 @@ when the model is confident; the model must predict it on a strong view. Meant f
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from core.augment import BatchAugment
 from core.config import TrainConfig
 from core.device import autocast
-from core.engine import eval_subset, predict, train_loop
+from core.engine import eval_subset, predict, train_loop, weight_average
 from core.method import (
     OPTIMISATION,
     PRETRAINED,
@@ -32,9 +31,7 @@ STRONG = "hflip|crop(padding=4)|randaugment(num_ops=2, magnitude=10)|erasing(p=1
 
 def fixmatch(ctx: RunContext) -> Outcome:
     cfg, s, model, device = ctx.cfg, ctx.splits, ctx.model, ctx.device
-    ema = copy.deepcopy(model).eval() if cfg.ema > 0 else model
-    for p in ema.parameters():
-        p.requires_grad_(False)
+    ema, update_ema = weight_average(model, cfg.ema)
     weak, strong = BatchAugment(WEAK, ctx.n_classes), BatchAugment(STRONG, ctx.n_classes)
     lab_x, lab_y = s.labeled_x.to(device), s.labeled_y.to(device)
     subset = unlabeled_subset(s, cfg.n_unlabeled)
@@ -61,16 +58,6 @@ def fixmatch(ctx: RunContext) -> Outcome:
             torch.stack([mask.sum(), torch.as_tensor(right, device=device), torch.tensor(len(ui), device=device)])
         )
         return loss, (ll.argmax(1) == yl).sum()
-
-    def update_ema() -> None:
-        if ema is model:
-            return
-        with torch.no_grad():
-            for pe, pm in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
-                if pe.dtype.is_floating_point:
-                    pe.lerp_(pm, 1 - cfg.ema)
-                else:
-                    pe.copy_(pm)
 
     def row_extras() -> dict[str, float | None]:
         masked, right, seen = sums.tolist()

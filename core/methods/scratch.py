@@ -34,7 +34,7 @@ def train_end_to_end(ctx: RunContext) -> Outcome:
     params = [p for p in model.parameters() if p.requires_grad]
     loop = train_loop(
         params, len(s.labeled_y), cfg, step, device=ctx.device, check=check, on_row=ctx.on_row,
-        should_stop=ctx.should_stop, set_train_mode=lambda: set_train_mode(model, cfg.finetune),
+        should_stop=ctx.should_stop, set_train_mode=lambda: set_train_mode(model, cfg.finetune), graph=True,
     )  # fmt: skip
     train_s = time.perf_counter() - t
     model.eval()
