@@ -31,11 +31,11 @@ from core.method import (
     evaluation_seconds,
     finish,
 )
+from core.methods.fixmatch import WEAK  # the labeled images' augmentation
 from core.methods.transfer import features_seconds
 from core.models import feature_dim
 from core.pseudo import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
 
-WEAK = "hflip|crop(padding=4)"  # the labeled images
 # The pseudo-labeled images. All three steps run batched on the device; RandAugment, per image, would
 # cost as much as the network's own step on a GPU.
 STRONG = "hflip|crop(padding=4)|erasing(p=1.0, max_area=0.25)"
