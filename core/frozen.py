@@ -17,7 +17,7 @@ from core import features as feat
 from core.augment import BatchAugment, format_pipeline, parse_pipeline
 from core.config import TrainConfig
 from core.data import Splits
-from core.engine import LoopResult, RowFn, StopFn, eval_subset, predict, supervised_step, train_loop
+from core.engine import LoopResult, RowFn, StopFn, supervised_step, train_loop
 from core.models import SmallDataNet, weights_id
 
 AUGMENTED_VIEWS = 10  # head-only training: precomputed augmented views per labeled image
@@ -124,16 +124,6 @@ def train_head(
         params, len(labels), cfg, step, device=device, set_train_mode=head.train, check=check,
         on_row=on_row, should_stop=should_stop,
     )  # fmt: skip
-
-
-def subset_check(head: nn.Module, test_f: torch.Tensor, splits: Splits, cfg: TrainConfig, device) -> Callable:
-    subset = eval_subset(len(splits.test_y), cfg.eval_subset)
-
-    def check() -> float:
-        logits = predict(head, test_f[subset], device, False, uint8_images=False)
-        return float((logits.argmax(1) == splits.test_y[subset]).float().mean())
-
-    return check
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:

@@ -17,7 +17,7 @@ import torch
 
 from core.config import TrainConfig, is_on
 from core.data import Splits
-from core.engine import RowFn, StopFn, metrics, predict
+from core.engine import RowFn, StopFn, eval_subset, metrics, predict
 from core.models import SmallDataNet
 
 ProgressFn = Callable[[float, str], None]
@@ -116,6 +116,26 @@ def finish(
     train = metrics(predict(forward, train_inputs, ctx.device, bf16, uint8_images=images), s.labeled_y, ctx.n_classes)
     timings = (timings or {}) | {"eval_s": eval_s}
     return Outcome(status, message, history, train, test, timings, diagnostics or {})
+
+
+def subset_check(
+    ctx: RunContext, forward: Callable[[torch.Tensor], torch.Tensor], test_inputs: torch.Tensor | None = None
+) -> Callable[[], float]:
+    """The periodic check of train_loop: forward's accuracy on the fixed test subset (cfg.eval_subset
+    images, the same for every run), on the test images or on test_inputs, their features. A network is
+    put in evaluation mode first (train_loop puts it back in training mode at the next epoch), so that its
+    BatchNorm layers neither use nor learn the test images' statistics."""
+    s, images = ctx.splits, test_inputs is None
+    subset = eval_subset(len(s.test_y), ctx.cfg.eval_subset)
+    inputs, labels = (s.test_x if images else test_inputs)[subset], s.test_y[subset]
+
+    def check() -> float:
+        if isinstance(forward, torch.nn.Module):
+            forward.eval()
+        logits = predict(forward, inputs, ctx.device, ctx.bf16 and images, uint8_images=images)
+        return float((logits.argmax(1) == labels).float().mean())
+
+    return check
 
 
 class Timing(Protocol):

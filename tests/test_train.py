@@ -196,3 +196,16 @@ def test_graphed_steps_follow_the_eager_loop():
     assert not graphable(cfg.with_(optimizer="sgd"), torch.device("cuda"), 20)  # SGD keeps its lr on the host
     assert not graphable(cfg, torch.device("cuda"), 21)  # a short last batch: shapes change
     assert graphable(cfg, torch.device("cuda"), 20)
+
+
+def test_the_periodic_check_leaves_batchnorm_statistics_alone(splits):
+    """core.method.subset_check, the check of every method that trains a network (fixmatch and spreadtune
+    with ema=0 pass the training network itself): evaluation mode, so the test images teach it nothing."""
+    from core.method import RunContext, subset_check
+
+    cfg = TrainConfig(arch=TINY, eval_subset=20)
+    model = create_model(TINY, 3, "", 32, False).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    acc = subset_check(RunContext(cfg, splits, model, torch.device("cpu"), False), model)()
+    assert 0 <= acc <= 1 and not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

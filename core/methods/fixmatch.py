@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from core.augment import BatchAugment
 from core.config import TrainConfig
 from core.device import autocast
-from core.engine import eval_subset, predict, train_loop, weight_average
+from core.engine import train_loop, weight_average
 from core.method import (
     OPTIMISATION,
     PRETRAINED,
@@ -22,6 +22,7 @@ from core.method import (
     Timing,
     evaluation_seconds,
     finish,
+    subset_check,
 )
 from core.pseudo import unlabeled_subset
 
@@ -65,11 +66,7 @@ def fixmatch(ctx: RunContext) -> Outcome:
         pseudo_acc = right / masked if masked and hidden is not None else None
         return {"mask_rate": masked / max(1, seen), "pseudo_acc": pseudo_acc, "accepted": int(masked)}
 
-    check_idx = eval_subset(len(s.test_y), cfg.eval_subset)
-
-    def check() -> float:
-        logits = predict(ema, s.test_x[check_idx], device, ctx.bf16)
-        return float((logits.argmax(1) == s.test_y[check_idx]).float().mean())
+    check = subset_check(ctx, ema)
 
     t = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -7,8 +7,8 @@ import time
 
 from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
-from core.engine import eval_subset, predict, supervised_step, train_loop
-from core.method import OPTIMISATION, Method, Outcome, RunContext, finish
+from core.engine import supervised_step, train_loop
+from core.method import OPTIMISATION, Method, Outcome, RunContext, finish, subset_check
 from core.models import SmallDataNet
 
 
@@ -22,13 +22,7 @@ def set_train_mode(model: SmallDataNet, finetune: str) -> None:
 def train_end_to_end(ctx: RunContext) -> Outcome:
     cfg, s, model = ctx.cfg, ctx.splits, ctx.model
     augment = BatchAugment(cfg.augment, ctx.n_classes)
-    subset = eval_subset(len(s.test_y), cfg.eval_subset)
-
-    def check() -> float:
-        model.eval()
-        logits = predict(model, s.test_x[subset], ctx.device, ctx.bf16)
-        return float((logits.argmax(1) == s.test_y[subset]).float().mean())
-
+    check = subset_check(ctx, model)
     t = time.perf_counter()
     step = supervised_step(model, s.labeled_x, s.labeled_y, cfg, ctx.device, ctx.bf16, augment)
     params = [p for p in model.parameters() if p.requires_grad]

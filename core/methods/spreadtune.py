@@ -17,7 +17,7 @@ from torch import nn
 from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
 from core.device import autocast
-from core.engine import LoopResult, eval_subset, predict, train_loop, weight_average
+from core.engine import LoopResult, train_loop, weight_average
 from core.frozen import StandardizedHead, feature_cache, labeled_key, train_head
 from core.graph import knn_graph, label_spread
 from core.method import (
@@ -30,6 +30,7 @@ from core.method import (
     Timing,
     evaluation_seconds,
     finish,
+    subset_check,
 )
 from core.methods.fixmatch import WEAK  # the labeled images' augmentation
 from core.methods.transfer import features_seconds
@@ -145,11 +146,7 @@ def spread_tune(ctx: RunContext) -> Outcome:
         loss = F.cross_entropy(ll, yl, label_smoothing=smooth) + F.cross_entropy(lu, yu, label_smoothing=smooth)
         return loss, (lu.argmax(1) == yu).sum()  # train accuracy: agreement with the spread labels
 
-    check_idx = eval_subset(len(s.test_y), cfg.eval_subset)
-
-    def check() -> float:
-        logits = predict(ema, s.test_x[check_idx], device, ctx.bf16)
-        return float((logits.argmax(1) == s.test_y[check_idx]).float().mean())
+    check = subset_check(ctx, ema)
 
     start_acc = check() if cfg.eval_every else None  # where fine-tuning starts: labelspread's own result
 

@@ -12,10 +12,9 @@ from core.frozen import (
     augmented_steps,
     feature_cache,
     labeled_and_test_features,
-    subset_check,
     train_head,
 )
-from core.method import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish
+from core.method import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish, subset_check
 from core.methods.scratch import train_end_to_end
 from core.models import feature_dim
 
@@ -35,7 +34,7 @@ def probe(ctx: RunContext) -> Outcome:
     head = StandardizedHead.fitted_to(ctx.model.head, train_f).to(ctx.device)
     t = time.perf_counter()
     loop = train_head(
-        head, train_f, train_y, cfg, ctx.device, check=subset_check(head, test_f, s, cfg, ctx.device),
+        head, train_f, train_y, cfg, ctx.device, check=subset_check(ctx, head, test_f),
         on_row=ctx.on_row, should_stop=ctx.should_stop,
     )  # fmt: skip
     train_s = time.perf_counter() - t + features_s
