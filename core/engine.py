@@ -239,14 +239,11 @@ def train_loop(
                 return LoopResult("stopped", history, stopped_message(epoch))
             if len(idx) < 2 and n_items >= 2:
                 continue  # BatchNorm cannot train on a batch of one
-            if graphed:  # loss, backward and step in one replay; a NaN is caught one step later than eagerly
-                loss, right = graphed.step(idx.to(device))
-                if not torch.isfinite(loss):
-                    return LoopResult("diverged", history, diverged_message(cfg, epoch))
-            else:
-                loss, right = step_loss(idx.to(device))
-                if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
-                    return LoopResult("diverged", history, diverged_message(cfg, epoch))
+            # A replay is loss, backward and step at once: there a NaN loss has already reached the weights.
+            loss, right = graphed.step(idx.to(device)) if graphed else step_loss(idx.to(device))
+            if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
+                return LoopResult("diverged", history, diverged_message(cfg, epoch))
+            if not graphed:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
