@@ -233,9 +233,8 @@ def train_stacked(
     def check() -> list[float]:
         """Each seed's accuracy on the test subset: engine.predict of all seeds at once (images x seeds x classes)."""
         base.eval()
-        with plain_batch_norm(base, on_gpu):
-            logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
-                             splits.test_x[subset], device, bf16)  # fmt: skip
+        logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
+                         splits.test_x[subset], device, bf16)  # fmt: skip
         return (logits.argmax(-1) == splits.test_y[subset][:, None]).float().mean(0).tolist()
 
     # vmap has no batching rule for the in-place as_strided_ inside adaptive pooling and says so on every
@@ -248,68 +247,68 @@ def train_stacked(
     steps = 0
     alive = list(range(n))
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        set_train_mode(base, cfg.finetune)
-        loss_sum = torch.zeros(n, device=device)
-        correct = torch.zeros(n, device=device)
-        seen = 0
-        lr = opt.param_groups[0]["lr"]
-        orders = [torch.randperm(n_items, generator=seed.order).split(cfg.batch_size) for seed in group]
-        for idxs in zip(*orders, strict=True):
-            for i in list(alive):
-                if should_stop and should_stop(i):
-                    leave(i, "stopped", stopped_message(epoch))
-                    alive.remove(i)
+    with plain_batch_norm(base, on_gpu):  # the whole run, its test checks too
+        for epoch in range(1, cfg.epochs + 1):
+            set_train_mode(base, cfg.finetune)
+            loss_sum = torch.zeros(n, device=device)
+            correct = torch.zeros(n, device=device)
+            seen = 0
+            lr = opt.param_groups[0]["lr"]
+            orders = [torch.randperm(n_items, generator=seed.order).split(cfg.batch_size) for seed in group]
+            for idxs in zip(*orders, strict=True):
+                for i in list(alive):
+                    if should_stop and should_stop(i):
+                        leave(i, "stopped", stopped_message(epoch))
+                        alive.remove(i)
+                if not alive:
+                    break
+                if len(idxs[0]) < 2 and n_items >= 2:
+                    continue  # BatchNorm cannot train on a batch of one
+                xs, ys = [], []
+                for seed, idx in zip(group, idxs, strict=True):
+                    with seed.rng.active():
+                        x, y = augment(inputs[idx.to(device)], targets[idx.to(device)])
+                    xs.append(x)
+                    ys.append(y)
+                x, y = torch.stack(xs), torch.stack(ys)
+                try:  # forward and backward: where a device without stacking support fails, before any step
+                    with autocast(device, train_bf16):
+                        logits = vmap(forward)(params, buffers, x).float()
+                    per_item = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1),
+                                               label_smoothing=cfg.label_smoothing, reduction="none")  # fmt: skip
+                    losses = per_item.view(n, -1).mean(1)
+                    finite = torch.isfinite(losses).tolist()  # one sync per step, as alone
+                    for i in list(alive):
+                        if not finite[i]:
+                            leave(i, "diverged", diverged_message(cfg, epoch))
+                            alive.remove(i)
+                    if not alive:
+                        break
+                    mask = torch.zeros(n, dtype=torch.bool, device=device)
+                    mask[alive] = True
+                    opt.zero_grad(set_to_none=True)
+                    torch.where(mask, losses, 0.0).sum().backward()  # seeds are independent: each its own gradient
+                except RuntimeError as err:
+                    if steps == 0:  # nothing has trained yet: the caller can fall back
+                        raise StackingUnsupported(str(err)) from err
+                    raise
+                steps += 1
+                opt.step()
+                sched.step()
+                hard = y.argmax(-1) if y.dim() == 3 else y  # MixUp/CutMix give soft targets
+                loss_sum += losses.detach() * len(idxs[0])
+                correct += (logits.argmax(-1) == hard).sum(1)
+                seen += len(idxs[0])
             if not alive:
                 break
-            if len(idxs[0]) < 2 and n_items >= 2:
-                continue  # BatchNorm cannot train on a batch of one
-            xs, ys = [], []
-            for seed, idx in zip(group, idxs, strict=True):
-                with seed.rng.active():
-                    x, y = augment(inputs[idx.to(device)], targets[idx.to(device)])
-                xs.append(x)
-                ys.append(y)
-            x, y = torch.stack(xs), torch.stack(ys)
-            try:
-                with autocast(device, train_bf16), plain_batch_norm(base, on_gpu):
-                    logits = vmap(forward)(params, buffers, x)
-            except RuntimeError as err:
-                if steps == 0:  # nothing has trained yet: the caller can fall back
-                    raise StackingUnsupported(str(err)) from err
-                raise
-            steps += 1
-            logits = logits.float()
-            per_item = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1), label_smoothing=cfg.label_smoothing,
-                                       reduction="none")  # fmt: skip
-            losses = per_item.view(n, -1).mean(1)
-            finite = torch.isfinite(losses).tolist()  # one sync per step, as alone
-            for i in list(alive):
-                if not finite[i]:
-                    leave(i, "diverged", diverged_message(cfg, epoch))
-                    alive.remove(i)
-            if not alive:
-                break
-            mask = torch.zeros(n, dtype=torch.bool, device=device)
-            mask[alive] = True
-            opt.zero_grad(set_to_none=True)
-            torch.where(mask, losses, 0.0).sum().backward()  # seeds are independent: each gets its own gradient
-            opt.step()
-            sched.step()
-            hard = y.argmax(-1) if y.dim() == 3 else y  # MixUp/CutMix give soft targets
-            loss_sum += losses.detach() * len(idxs[0])
-            correct += (logits.argmax(-1) == hard).sum(1)
-            seen += len(idxs[0])
-        if not alive:
-            break
-        tested = check() if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
-        seconds = time.perf_counter() - start
-        for i in alive:
-            row = epoch_row(epoch, float(loss_sum[i]), float(correct[i]), seen, lr, seconds)
-            row["test_acc"] = tested[i] if tested else None
-            group[i].history.append(row)
-            if on_row:
-                on_row(i, row)
+            tested = check() if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
+            seconds = time.perf_counter() - start
+            for i in alive:
+                row = epoch_row(epoch, float(loss_sum[i]), float(correct[i]), seen, lr, seconds)
+                row["test_acc"] = tested[i] if tested else None
+                group[i].history.append(row)
+                if on_row:
+                    on_row(i, row)
     for i, seed in enumerate(group):
         if seed.status == "running":
             seed.status = "finished"
