@@ -14,6 +14,13 @@ from core.models import feature_dim
 from core.pseudo import Proposer, curriculum, self_train
 
 
+def spread(ctx: RunContext, lab_f: torch.Tensor, unl_f: torch.Tensor) -> torch.Tensor:
+    """The unlabeled images' class probabilities: the labels spread over the kNN graph of all features."""
+    ctx.note(0.0, "Building the kNN graph and spreading labels")
+    graph = knn_graph(torch.cat([lab_f, unl_f]), ctx.cfg.knn, should_stop=ctx.should_stop)
+    return label_spread(graph, ctx.splits.labeled_y, ctx.n_classes)
+
+
 def spread_first(ctx: RunContext) -> Proposer:
     """Round 0: spread the labels over the graph and accept the per_class most confident of each
     class at once; later rounds (if any) self-train from there."""
@@ -22,9 +29,7 @@ def spread_first(ctx: RunContext) -> Proposer:
     def propose(r: int, probs: torch.Tensor, lab_f: torch.Tensor, unl_f: torch.Tensor) -> tuple[torch.Tensor, int]:
         if r > 0:
             return later(r, probs, lab_f, unl_f)
-        ctx.note(0.0, "Building the kNN graph and spreading labels")
-        graph = knn_graph(torch.cat([lab_f, unl_f]), ctx.cfg.knn, should_stop=ctx.should_stop)
-        return label_spread(graph, ctx.splits.labeled_y, ctx.n_classes), ctx.cfg.per_class
+        return spread(ctx, lab_f, unl_f), ctx.cfg.per_class
 
     return propose
 

@@ -19,7 +19,6 @@ from core.config import ConfigError, TrainConfig
 from core.device import autocast
 from core.engine import LoopResult, train_loop, weight_average
 from core.frozen import StandardizedHead, feature_cache, labeled_key, train_head
-from core.graph import knn_graph, label_spread
 from core.method import (
     OPTIMISATION,
     PRETRAINED,
@@ -33,6 +32,7 @@ from core.method import (
     subset_check,
 )
 from core.methods.fixmatch import WEAK  # the labeled images' augmentation
+from core.methods.labelspread import LabelSpread, spread
 from core.methods.transfer import features_seconds
 from core.models import feature_dim
 from core.pseudo import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
@@ -52,8 +52,8 @@ def teacher_config(cfg: TrainConfig) -> TrainConfig:
 class Teacher:
     subset: torch.Tensor  # the unlabeled images used (indices)
     probs: torch.Tensor  # their spread class probabilities
-    labeled_features: torch.Tensor  # frozen features of the labeled images, then of the subset
-    unlabeled_features: torch.Tensor
+    labeled_features: torch.Tensor  # frozen features of the labeled images
+    unlabeled_features: torch.Tensor  # ... and of the unlabeled images used
 
 
 def spread_teacher(ctx: RunContext) -> Teacher:
@@ -63,14 +63,12 @@ def spread_teacher(ctx: RunContext) -> Teacher:
     lab_f = features(s.labeled_x, "labeled images", *labeled_key(cfg, len(s.labeled_y)))
     subset = unlabeled_subset(s, cfg.n_unlabeled)
     unl_f = features(s.unlabeled_x[subset], "unlabeled images", *unlabeled_key(subset))
-    ctx.note(0.0, "Building the kNN graph and spreading labels")
-    graph = knn_graph(torch.cat([lab_f, unl_f]), cfg.knn, should_stop=ctx.should_stop)
-    return Teacher(subset, label_spread(graph, s.labeled_y, ctx.n_classes), lab_f, unl_f)
+    return Teacher(subset, spread(ctx, lab_f, unl_f), lab_f, unl_f)
 
 
-# labelspread's head (its recommended preset): AdamW on standardised features, 20 epochs.
-HEAD = dict(epochs=20, batch_size=100, optimizer="adamw", lr=1e-3, weight_decay=1e-2, schedule="cosine",
-            warmup_epochs=0, label_smoothing=0.0, eval_every=0)  # fmt: skip
+# labelspread's head, as its recommended preset trains it (AdamW on standardised features, 20 epochs).
+HEAD = {k: LabelSpread.presets["recommended"][k] for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
+        "schedule")} | dict(warmup_epochs=0, label_smoothing=0.0, eval_every=0)  # fmt: skip
 HEAD_STEPS = 1000  # at least (the preset's pool: 20 epochs of 201 steps)
 
 
