@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from core.bench import engine_vs_notebook, many_seeds
+from core.bench import engine_row, engine_vs_notebook, many_seeds
 from core.data import load_splits, validation_splits
 from core.device import device_name, environment, resolve_device, use_bf16
 from core.registry import preset
@@ -113,9 +113,7 @@ def eager_engine(splits, epochs: int, device: str) -> list[dict]:
         wall = time.perf_counter() - t
     finally:
         core.engine.graphable = graphable
-    return [{"part": "engine", "name": "our engine, eager steps", "train_s": record.timings["train_s"],
-             "test_s": record.timings["eval_s"], "total_s": wall, "train_acc": record.history[-1]["train_acc"],
-             "test_acc": record.metrics.test_acc}]  # fmt: skip
+    return [engine_row("our engine, eager steps", record, wall)]
 
 
 def stacked_with_checks(splits, device: str) -> list[dict]:
