@@ -139,10 +139,11 @@ class CountingTiming:
     """A Timing with round numbers, which writes down what each estimate asked it."""
 
     def __init__(self) -> None:
-        self.heads, self.graphs = [], []
+        self.heads, self.graphs, self.steps = [], [], []
 
     def train_step(self, arch, resolution, batch):
-        return 0.0
+        self.steps.append(batch)
+        return 0.0 if batch < 50 else 0.5
 
     def per_image(self, arch, resolution):
         return 0.01
@@ -178,3 +179,18 @@ def test_semi_estimates_count_each_round_on_its_own_pool():
     batches = -(-(100 + 400) // 100) + 1
     assert get_method("labelspread").estimate(spread, sizes, timing) == pytest.approx(20 + 2 * batches * 0.001 + 7)
     assert timing.graphs == [(2100, feature_dim(TINY), 7)]
+
+
+def test_spreadtune_estimate_counts_the_teacher_and_the_student():
+    from core.method import DataSizes
+    from core.models import feature_dim
+
+    sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)
+    cfg = TrainConfig(method="spreadtune", arch=TINY, weights="x.pth", finetune="all", n_unlabeled=2000, per_class=30,
+                      knn=9, epochs=3, batch_size=70, mu=7, eval_every=0, flip_test=False)  # fmt: skip
+    timing = CountingTiming()
+    teacher = 2000 * 0.01 * 2  # the pool's features, flip-averaged (the labeled images' are cached)
+    student = 3 * -(-300 // 70) * 0.5  # 3 epochs over 30 per class, steps of 70 + 10 labeled images
+    expected = teacher + 7.0 + student + 1000 * 0.01  # + the graph + the test pass
+    assert get_method("spreadtune").estimate(cfg, sizes, timing) == pytest.approx(expected)
+    assert timing.graphs == [(2100, feature_dim(TINY), 9)] and timing.steps == [80]
