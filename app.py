@@ -3,7 +3,7 @@ each page in pages/ holds only its own content."""
 
 import streamlit as st
 
-from core.worker import load_plugins
+from core.plugins import load_plugins
 from ui.common import show_sidebar
 
 load_plugins()  # models and methods registered by $SMALLDATA_PLUGINS, as the workers see them

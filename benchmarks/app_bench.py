@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.jobs import JobRegistry  # noqa: E402
-from core.registry import preset  # noqa: E402
+from core.jobs.supervisor import Supervisor  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
 
 CHROMIUM = os.environ.get("SMALLDATA_CHROMIUM", "/usr/bin/chromium")
 
@@ -56,7 +56,7 @@ def rerun_while_training(dataset: str, cache: Path, reruns: int) -> dict[str, fl
     runs = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
     os.environ |= {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
     page_rerun_seconds(1)  # warm: the dataset, the estimate's step timings
-    reg = JobRegistry(runs, dataset, cache_dir=cache)
+    reg = Supervisor(runs, dataset, cache_dir=cache)
     job = reg.submit(preset("scratch", "notebook", epochs=1000, eval_every=0))
     while len(reg.get(job.job_id).history) < 2:
         time.sleep(0.5)
@@ -123,7 +123,7 @@ def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
             open_when_up(page, f"{url}/train")
             page.get_by_role("heading", name="Train").wait_for(timeout=120_000)
             # Queued as the Start button does; the server's own supervisor starts the worker.
-            reg = JobRegistry(runs, dataset, cache_dir=cache, start=False)
+            reg = Supervisor(runs, dataset, cache_dir=cache, start=False)
             cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0)
             job = reg.submit(cfg)
             page.reload()

@@ -3,9 +3,9 @@
 1. spreadtune's `gpu` preset (label spreading, then the whole network fine-tuned on the spread labels)
    on the first 100 labels and the whole test set, seed after seed while the budget allows, the
    first with an empty feature cache;
-2. the notebook's scratch recipe, 100 epochs: its own loop (core.notebook_loop) against our engine;
-3. five seeds of the scratch recipe trained together (core.multiseed) against the same five alone;
-4. spreadtune on the validation split (core.data.validation_splits), if time is left.
+2. the notebook's scratch recipe, 100 epochs: its own loop (benchmarks.notebook_loop) against our engine;
+3. five seeds of the scratch recipe trained together (core.runs.multiseed) against the same five alone;
+4. spreadtune on the validation split (core.data.splits.validation_splits), if time is left.
 
     PYTHONPATH=. python benchmarks/gpu.py --dataset DIR --weights FILE --out DIR [--budget 500] [--quick]
 
@@ -24,11 +24,12 @@ import time
 import traceback
 from pathlib import Path
 
-from core.bench import engine_row, engine_vs_notebook, many_seeds
-from core.data import load_splits, validation_splits
-from core.device import device_name, environment, resolve_device, use_bf16
-from core.registry import preset
-from core.train import fit
+from benchmarks.bench import engine_row, engine_vs_notebook, many_seeds
+from core.data.load import load_splits
+from core.data.splits import validation_splits
+from core.engine.device import device_name, environment, resolve_device, use_bf16
+from core.methods.registry import preset
+from core.runs.train import fit
 
 START = time.perf_counter()
 PARTS = ("spreadtune", "notebook", "eager", "seeds", "validation")
@@ -102,23 +103,23 @@ def spreadtune_runs(splits, args, cache: Path, seeds: list[int], part: str, dead
 
 def eager_engine(splits, epochs: int, device: str) -> list[dict]:
     """The notebook recipe through our engine with every step eager, as on a CPU: what the graphs buy."""
-    import core.engine
+    import core.engine.loop
 
-    graphable = core.engine.graphable
-    core.engine.graphable = lambda *args: False
+    graphable = core.engine.loop.graphable
+    core.engine.loop.graphable = lambda *args: False
     try:
         cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0, device=device)
         t = time.perf_counter()
         record = fit(cfg, splits)
         wall = time.perf_counter() - t
     finally:
-        core.engine.graphable = graphable
+        core.engine.loop.graphable = graphable
     return [engine_row("our engine, eager steps", record, wall)]
 
 
 def stacked_with_checks(splits, device: str) -> list[dict]:
     """Two seeds stacked with a test check every epoch (the stacked test pass, bf16 under vmap)."""
-    from core.multiseed import fit_seeds
+    from core.runs.multiseed import fit_seeds
 
     cfg = preset("scratch", "recommended", device=device, epochs=2, warmup_epochs=1, eval_every=1)
     records = fit_seeds(cfg, [0, 1], splits, stack=True)

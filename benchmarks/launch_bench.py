@@ -1,4 +1,4 @@
-"""From Start to a claimed job, with the worker launcher (core.launcher) and without:
+"""From Start to a claimed job, with the worker launcher (core.jobs.launcher) and without:
 `PYTHONPATH=. python benchmarks/launch_bench.py`. Tiny jobs on a synthetic folder dataset; every job gets a
 new worker (no lingering), so what is timed is a worker's start. The first job of each mode is a warm-up."""
 
@@ -11,9 +11,9 @@ os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"  # the tiny model
 os.environ["SMALLDATA_WORKER_LINGER"] = "0"
 os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp()  # a launcher of its own, started below
 
-from core import launcher  # noqa: E402  (after the settings above)
 from core.config import TrainConfig  # noqa: E402
-from core.jobs import JobRegistry  # noqa: E402
+from core.jobs import launcher  # noqa: E402  (after the settings above)
+from core.jobs.supervisor import Supervisor  # noqa: E402
 from tests.conftest import build_dataset  # noqa: E402
 
 QUICK = dict(arch="tiny_cnn", epochs=1, batch_size=10, lr=1e-3, eval_every=0, device="cpu", n_labeled=30)
@@ -24,7 +24,7 @@ def main() -> None:
     data = build_dataset(tmp / "data")
     for mode in ("off", "on"):
         os.environ["SMALLDATA_LAUNCHER"] = mode
-        reg = JobRegistry(tmp / f"runs-{mode}", str(data), max_running=1, cache_dir=tmp / "cache")
+        reg = Supervisor(tmp / f"runs-{mode}", str(data), max_running=1, cache_dir=tmp / "cache")
         while mode == "on" and not launcher.ready():
             time.sleep(0.1)
         claimed, saved = [], []

@@ -1,4 +1,4 @@
-"""spreadtune on the validation split (core.data.validation_splits: 2,000 held-out unlabeled images, their
+"""spreadtune on the validation split (core.data.splits.validation_splits: 2,000 held-out unlabeled images, their
 hidden labels as the test set), with config overrides, for choosing its settings on a CPU without
 touching the test set. It prints each epoch's row and the result.
 
@@ -14,9 +14,10 @@ import json
 import time
 from pathlib import Path
 
-from core.data import load_splits, validation_splits
-from core.registry import preset
-from core.train import fit
+from core.data.load import load_splits
+from core.data.splits import validation_splits
+from core.methods.registry import preset
+from core.runs.train import fit
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The stem's 24 filters are [W, -W], where W whitens the 2x2 patches of the labeled images (the
 eigenvectors of their 12x12 covariance over sqrt(eigenvalue + 5e-4)), frozen, as in airbench
-(core/models/convnet_cifar.py). Measured on the validation split (core.data.validation_splits), never the
+(core/models/convnet_cifar.py). Measured on the validation split (core.data.splits.validation_splits), never the
 test set. Writes one line per run and the mean and spread per arm. The preset comment's 29.8 +- 0.25% (on)
 and 28.2 +- 0.2% (off) were measured without mirror test-time augmentation, which the preset took after:
 --flip-test off reproduces them.
@@ -13,9 +13,10 @@ and 28.2 +- 0.2% (off) were measured without mirror test-time augmentation, whic
 import argparse
 import statistics
 
-from core.data import load_splits, validation_splits
-from core.registry import preset
-from core.train import fit
+from core.data.load import load_splits
+from core.data.splits import validation_splits
+from core.methods.registry import preset
+from core.runs.train import fit
 
 
 def main() -> None:

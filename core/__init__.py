@@ -1,2 +1,7 @@
-"""Small Data Lab core: data, augmentations, models, methods, training, run store. Importable without
-Streamlit; the app's pages only call into it. Start at core.registry (methods) and core.train (fit)."""
+"""Small Data Lab core: everything the app does, importable and testable without Streamlit.
+
+Its subpackages are layers, lowest first: `data`, `models`, `engine`, `methods`, `runs`, `views`, `jobs`;
+a layer imports only the ones before it (tests/test_architecture.py checks it). At the root: `settings`
+(every SMALLDATA_* variable), `plugins`, `config` (the run config), `cli` (`python -m core ...`).
+Start at core.methods.registry (methods) and core.runs.train (fit).
+"""

@@ -9,13 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import settings
 from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
-from core.data import DataError, dataset_from_env, default_cache_dir, load_splits
+from core.data.load import dataset_from_env, default_cache_dir, load_splits
+from core.data.splits import DataError
+from core.jobs.queue import QueueError
+from core.methods.registry import default_preset, get_method, list_methods, list_presets, preset
 from core.models import ModelError
-from core.queue import QueueError
-from core.record import RunRecord
-from core.registry import default_preset, get_method, list_methods, list_presets, preset
-from core.store import RunStore, StoreError, default_runs_dir, runs_frame, to_markdown
+from core.runs.record import RunRecord
+from core.runs.store import RunStore, StoreError, default_runs_dir
+from core.settings import SettingsError
+from core.views.tables import runs_frame, to_markdown
 
 # CLI spellings that differ from the config's field names.
 ALIASES = {"n_unlabeled": "unlabeled"}
@@ -23,7 +27,7 @@ ALIASES = {"n_unlabeled": "unlabeled"}
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=[*list_methods(), "semi"], default="scratch",
-                   help="the method (core.registry); 'semi' with --semi ALGO is the older spelling")  # fmt: skip
+                   help="the method (core.methods.registry); 'semi' with --semi ALGO is the older spelling")  # fmt: skip
     p.add_argument("--semi", default=None, help=argparse.SUPPRESS)
     p.add_argument("--preset", default=None,
                    help=f"one of {', '.join(list_presets())} (default: notebook where the method has one)")  # fmt: skip
@@ -79,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list saved runs")
     _add_common(runs)
     runs.add_argument("--json", action="store_true")
-    bench = sub.add_parser("bench", help="benchmark report (see core/bench.py)")
+    shown = sub.add_parser("settings", help="the SMALLDATA_* settings in effect")
+    shown.add_argument("--json", action="store_true")
+    bench = sub.add_parser("bench", help="benchmark report (benchmarks/bench.py; run from the repository root)")
     bench.add_argument("--dataset", required=True)
     bench.add_argument("--weights", required=True)
     bench.add_argument("--out", required=True)
@@ -124,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.train import execute
+    from core.runs.train import execute
 
     cfg = config_from_args(args)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -163,11 +169,11 @@ def _runs_dir(args: argparse.Namespace) -> Path:
 
 
 def _registry(args: argparse.Namespace, start: bool):
-    from core.jobs import JobRegistry
+    from core.jobs.supervisor import Supervisor
 
-    max_jobs = max(1, int(os.environ.get("SMALLDATA_MAX_JOBS", "1") or 1))
+    max_jobs = settings.current().max_jobs
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    return JobRegistry(_runs_dir(args), args.dataset, max_running=max_jobs, cache_dir=cache, start=start)
+    return Supervisor(_runs_dir(args), args.dataset, max_running=max_jobs, cache_dir=cache, start=start)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -188,8 +194,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from core.jobs import job_fraction
-    from core.queue import JobQueue, default_queue_path
+    from core.jobs.progress import job_fraction
+    from core.jobs.queue import JobQueue, default_queue_path
 
     jobs = JobQueue(default_queue_path(_runs_dir(args))).jobs()
     rows = [{"job": j.job_id, "kind": j.kind, "state": j.state, "method": j.cfg.method,
@@ -207,7 +213,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from core.queue import JobQueue, default_queue_path
+    from core.jobs.queue import JobQueue, default_queue_path
 
     state = JobQueue(default_queue_path(_runs_dir(args))).request_stop(args.job)
     if state is None:
@@ -218,8 +224,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from core.queue import default_queue_path
-    from core.worker import work
+    from core.jobs.queue import default_queue_path
+    from core.jobs.worker import work
 
     if args.nice:
         os.nice(max(0, min(19, args.nice)))
@@ -248,14 +254,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.worker import load_plugins
+def cmd_settings(args: argparse.Namespace) -> int:
+    rows = settings.current().rows()
+    if args.json:
+        print(json.dumps({r["variable"]: r["value"] for r in rows}))
+        return 0
+    import pandas as pd
 
-    load_plugins()  # before the parser: plug-ins may register methods that --method offers
-    args = build_parser().parse_args(argv)
-    if getattr(args, "dataset", None) is None and args.command != "bench":
-        args.dataset = dataset_from_env()
+    print(to_markdown(pd.DataFrame(rows)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.plugins import load_plugins
+
     try:
+        load_plugins()  # before the parser: plug-ins may register methods that --method offers
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "dataset", None) is None and args.command != "bench":
+            args.dataset = dataset_from_env()
+        if args.command == "settings":
+            return cmd_settings(args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "runs":
@@ -263,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"submit": cmd_submit, "jobs": cmd_jobs, "stop": cmd_stop, "worker": cmd_worker}
         if args.command in commands:
             return commands[args.command](args)
-        from core.bench import main as bench_main
+        from benchmarks.bench import main as bench_main
 
         return bench_main(args)
-    except (ConfigError, DataError, ModelError, StoreError, QueueError) as err:
+    except (ConfigError, DataError, ModelError, StoreError, QueueError, SettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

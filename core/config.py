@@ -2,9 +2,9 @@
 "used when" rule; its JSON round trip and hash.
 
 Every setting of a run lives here, so that the CLI's flags, the Train page's widgets and `validate`
-(in core.registry, which also knows the methods) read the same bounds: the form can never offer a
+(in core.methods.registry, which also knows the methods) read the same bounds: the form can never offer a
 value that validation refuses. The method names are not listed here: each method declares itself in
-core.registry, and a new method adds no line to this file.
+core.methods.registry, and a new method adds no line to this file.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _step_schedule(c: Any) -> bool:
 class TrainConfig:
     # --- what is trained
     method: str = spec(
-        "scratch", "Method", "scratch | transfer | selftrain | labelspread | fixmatch (see core.registry)"
+        "scratch", "Method", "scratch | transfer | selftrain | labelspread | fixmatch (see core.methods.registry)"
     )
     arch: str = spec("resnet18_cifar", "Architecture", "A registered model (core.models).")
     weights: str = spec("", "Pretrained weights", '"" (random init), "imagenet" (torchvision download) or a .pth path')

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from core.charts import (
+from core.data.splits import DataError
+from core.runs.store import StoreError, same_test_set
+from core.views.charts import (
     accuracy_bars,
     accuracy_frame,
     accuracy_summary,
@@ -13,8 +15,7 @@ from core.charts import (
     semi_diagnostics,
     semi_frame,
 )
-from core.data import DataError
-from core.store import StoreError, results_table, runs_frame, same_test_set, to_markdown
+from core.views.tables import results_table, runs_frame, to_markdown
 from ui.common import framed, get_splits, pixelated_images, settings, store
 from ui.jobs_view import offer_evaluation
 
@@ -134,7 +135,7 @@ if m.confusion:
         st.altair_chart(per_class_bars(m.per_class_acc, classes), width="content")
     wrong = m.wrong_indices[:24]
     try:
-        splits = get_splits(settings()["dataset"])
+        splits = get_splits(settings().dataset)
     except DataError:
         splits = None
     if wrong and splits is not None and same_test_set(run, splits.fingerprint):

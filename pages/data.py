@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core.augment import CATALOG, PRESETS, parse_pipeline, preview_grid, to_code
+from core.data.augment import preview_grid, to_code
+from core.data.pipelines import CATALOG, PRESETS, parse_pipeline
 from ui.common import framed, pixelated_images, try_splits
 
 framed("pages/data.py")

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from core.charts import class_balance
-from core.data import DataError, dataset_from_env, default_data_dir, download_cifar10
+from core.data.cifar import download_cifar10
+from core.data.load import dataset_from_env, default_data_dir
+from core.data.splits import DataError
+from core.views.charts import class_balance
 from ui.common import device_label, framed, get_splits, store
 
 framed("pages/home.py")

@@ -3,9 +3,9 @@
 
 import streamlit as st
 
-from core.charts import notebook_chart
-from core.featuremap import pretrained_backbone
-from core.notebook import SEEDS, STEPS, experiments, missing_seeds, results
+from core.views.charts import notebook_chart
+from core.views.featuremap import pretrained_backbone
+from core.views.notebook import SEEDS, STEPS, experiments, missing_seeds, results
 from ui.common import config_caption, framed, registry, store, try_splits
 
 framed("pages/notebook.py")

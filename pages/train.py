@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from core.augment import PRESETS as AUGMENT_PRESETS
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
-from core.estimate import EstimateUnavailable, estimate_seconds
-from core.method import OPTIMISATION
+from core.data.pipelines import PRESETS as AUGMENT_PRESETS
+from core.methods.base import OPTIMISATION
+from core.methods.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
+from core.methods.step_timings import EstimateUnavailable, estimate_seconds
 from core.models import REGISTRY, list_models, list_weight_files, state_dict_bytes
-from core.multiseed import stacks_here
-from core.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
+from core.runs.multiseed import stacks_here
 from ui.common import framed, registry, settings, store, try_splits
 from ui.jobs_view import show_jobs
 from ui.widgets import field_inputs
@@ -110,7 +110,7 @@ if problem:
 else:
     try:
         busy = bool(registry().running())
-        seconds = estimate_seconds(cfg, splits, cache_dir=settings()["cache_dir"], busy=busy)
+        seconds = estimate_seconds(cfg, splits, cache_dir=settings().cache_dir, busy=busy)
         c[1].metric(
             "Estimated time", f"≈ {seconds / 60:.1f} min" if seconds > 90 else f"≈ {seconds:.0f} s",
             help="Step times measured once on this device at an idle moment, times the run's steps; features "
@@ -132,7 +132,7 @@ if cfg is not None and cfg.keep_weights and METHODS[method].tests_images(cfg):
     size = state_dict_bytes(cfg.arch, len(splits.classes))
     st.caption(f"Keeps the network's weights: **{size / 2**20:.1f} MB** per run beside its record.")
 if cfg is not None and repeats > 1 and stacks_here(cfg):
-    st.caption(f"The {int(repeats)} seeds train together in one worker, stacked (`core.multiseed`); each is saved "
+    st.caption(f"The {int(repeats)} seeds train together in one worker, stacked (`core.runs.multiseed`); each is saved "
                "as its own run.")  # fmt: skip
 label = "Run again with another seed" if saved else "Start"
 if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):

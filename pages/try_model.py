@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core.inference import MAX_UPLOAD_BYTES, ImageError, predictor, read_upload, top_k
 from core.models import ModelError
-from core.store import StoreError
+from core.runs.inference import MAX_UPLOAD_BYTES, ImageError, predictor, read_upload, top_k
+from core.runs.store import StoreError
 from ui.common import framed, pixelated_images, store, try_splits
 
 framed("pages/try_model.py")

@@ -4,8 +4,10 @@ pseudo-labels a semi-supervised run accepted, and the scratch preset's whitened 
 import pandas as pd
 import streamlit as st
 
-from core.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart, spectrum_chart
-from core.featuremap import (
+from core.methods.pseudo_labels import mark_gallery
+from core.models import ModelError
+from core.views.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart, spectrum_chart
+from core.views.featuremap import (
     REPLAY_STEPS,
     Backbone,
     map_features,
@@ -15,10 +17,8 @@ from core.featuremap import (
     random_backbone,
     spread_replay,
 )
-from core.featuremap import project as tsne
-from core.models import ModelError
-from core.pseudo import mark_gallery
-from core.stem import stem_view
+from core.views.featuremap import project as tsne
+from core.views.stem import stem_view
 from ui.common import framed, pixelated_images, settings, store, try_splits
 
 framed("pages/why.py")
@@ -28,7 +28,7 @@ st.caption("Each view is a diagnostic: the hidden labels of the unlabeled images
 splits = try_splits()
 if splits is None:
     st.stop()
-cache_dir = settings()["cache_dir"]
+cache_dir = settings().cache_dir
 classes = list(splits.classes)
 
 

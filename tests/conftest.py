@@ -16,9 +16,9 @@ from PIL import Image
 from tests.plugins import TINY, tiny_cnn  # noqa: F401  (TINY: re-exported for the tests)
 
 CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
-# Worker processes (core.worker) import these too, so that they know the tiny model.
+# Worker processes (core.jobs.worker) import these too, so that they know the tiny model.
 os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"
-# The suite's own worker launcher (core.launcher), ended with the session, not the developer's.
+# The suite's own worker launcher (core.jobs.launcher), ended with the session, not the developer's.
 os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp(prefix="smalldata-launcher-")
 
 
@@ -49,7 +49,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def splits(dataset_dir, tmp_path_factory):
-    from core.data import load_splits
+    from core.data.load import load_splits
 
     return load_splits(dataset_dir, n_labeled=30, cache_dir=tmp_path_factory.mktemp("cache"))
 
@@ -68,7 +68,7 @@ def checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path, request):
     """No test reads the developer's ./runs, ./data or ./weights. The fast tier starts no worker
-    launcher (core.launcher): importing torch in one more process is 5 s of CPU it does not need."""
+    launcher (core.jobs.launcher): importing torch in one more process is 5 s of CPU it does not need."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("SMALLDATA_LAUNCHER", "off")
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "runs"))
@@ -77,7 +77,7 @@ def _isolated_env(monkeypatch, tmp_path, request):
 
 
 def _workers_under(folder: str) -> list[int]:
-    """Pids of the job workers (core.worker) whose queue lies under folder."""
+    """Pids of the job workers (core.jobs.worker) whose queue lies under folder."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
@@ -93,13 +93,13 @@ def _workers_under(folder: str) -> list[int]:
 
 @pytest.fixture(autouse=True)
 def _end_workers_after_each_test(tmp_path_factory):
-    """Workers outlive the server that started them, by design (core.jobs), and a worker lingers a
+    """Workers outlive the server that started them, by design (core.jobs.supervisor), and a worker lingers a
     while for the next job. A test's workers end with it, so that no later test shares the two cores
     with a run nobody waits for."""
     yield
     if not Path("/proc").is_dir():
         return
-    from core import launcher
+    from core.jobs import launcher
 
     base = str(tmp_path_factory.getbasetemp())
     forked = [c["pid"] for c in launcher.children() if any(a.startswith(base) for a in c["argv"])]
@@ -111,7 +111,7 @@ def _end_workers_after_each_test(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _end_the_launcher():
     yield
-    from core import launcher
+    from core.jobs import launcher
 
     launcher.stop()
 
@@ -119,6 +119,6 @@ def _end_the_launcher():
 @pytest.fixture(scope="session")
 def app_cache(tmp_path_factory) -> Path:
     """One cache folder for every app test of a session: the Train page's estimate measures each step
-    time once at an idle moment and keeps it there (core.estimate), as a real server does; a fresh
+    time once at an idle moment and keeps it there (core.methods.step_timings), as a real server does; a fresh
     folder per test would time ResNet-18 again in every test."""
     return tmp_path_factory.mktemp("app-cache")

@@ -1,5 +1,7 @@
 """Every page through streamlit.testing.v1.AppTest on the synthetic dataset."""
 
+import os
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -36,7 +38,8 @@ def test_home_shows_dataset_and_next_steps(app_env):
     labels = {m.label: m.value for m in at.metric}
     assert labels["Labeled"] == "30" and labels["Test"] == "30" and labels["Unlabeled"] == "60"
     assert labels["Saved runs"] == "0"
-    assert any("SMALLDATA_DATASET" in m.value for m in at.sidebar.markdown)
+    shown = {r["variable"]: r["value"] for df in at.sidebar.dataframe for r in df.value.to_dict("records")}
+    assert shown["SMALLDATA_DATASET"] == os.environ["SMALLDATA_DATASET"] and shown["SMALLDATA_MAX_JOBS"] == "1"
 
 
 def test_home_explains_missing_data(app_env, monkeypatch, tmp_path):
@@ -134,7 +137,7 @@ def test_widget_bounds_equal_the_validated_bounds(app_env):
     """Every number widget of every method's form has exactly its field's validated [low, high]
     (or less, where the dataset holds fewer images)."""
     from core.config import FIELD_SPECS
-    from core.registry import METHODS
+    from core.methods.registry import METHODS
 
     at = open_page("pages/train.py")
     checked = set()
@@ -188,7 +191,7 @@ def test_compare_offers_the_full_test_pass_of_a_stopped_run(app_env, splits):
     """A run stopped before its final test pass shows its partial accuracy and "Evaluate now", which
     queues the pass as a job; once it has run, the page shows the full evaluation."""
     from core.config import TrainConfig
-    from core.train import execute
+    from core.runs.train import execute
     from ui.common import registry, store
 
     rows = []
@@ -221,13 +224,13 @@ def local_backbone(app_env, checkpoint):
 
 
 def labelspread_run(weights: str):
-    from core.registry import preset
-    from core.train import execute
+    from core.methods.registry import preset
+    from core.runs.train import execute
     from ui.common import get_splits, settings, store
 
     cfg = preset("labelspread", "recommended", arch=TINY, weights=weights, resolution=32, normalize=False,
                  epochs=20, lr=0.05, per_class=5, knn=3, device="cpu")  # fmt: skip
-    return execute(cfg, get_splits(settings()["dataset"]), store(), cache_dir=settings()["cache_dir"])
+    return execute(cfg, get_splits(settings().dataset), store(), cache_dir=settings().cache_dir)
 
 
 def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the_stem(app_env, local_backbone):
@@ -275,7 +278,7 @@ def test_try_page_gives_the_top_three_of_each_run(app_env, local_backbone):
     Image.new("RGB", (300, 200), (10, 200, 10)).save(buf, "JPEG")
     at.file_uploader(key="try_upload").upload("green.jpg", buf.getvalue(), "image/jpeg").run()
     assert not at.exception and not at.error
-    from core.inference import predictor, read_upload, top_k
+    from core.runs.inference import predictor, read_upload, top_k
     from ui.common import store
 
     probs = predictor(store(), run, 3)(read_upload(buf.getvalue())[None])[0]

@@ -1,17 +1,8 @@
 import pytest
 import torch
 
-from core.augment import (
-    CATALOG,
-    PRESETS,
-    BatchAugment,
-    format_pipeline,
-    parse_pipeline,
-    pipeline_from_json,
-    pipeline_to_json,
-    preview,
-    to_code,
-)
+from core.data.augment import BatchAugment, preview, to_code
+from core.data.pipelines import CATALOG, PRESETS, format_pipeline, parse_pipeline, pipeline_from_json, pipeline_to_json
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def server(dataset_dir, checkpoint, tmp_path):
     proc.terminate()
     proc.wait(timeout=10)
     # Workers outlive a server by design (a restart must not lose runs); a test ends its own.
-    from core.queue import JobQueue
+    from core.jobs.queue import JobQueue
 
     for job in JobQueue(tmp_path / "runs" / "queue.sqlite").jobs(active_only=True):
         if job.pid:
@@ -191,10 +191,10 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         assert len(list(runs_dir.glob("*.json"))) == 1
 
         # The teaching views, with a label-spreading run (its head kept, its pseudo-labels in a gallery).
-        from core.data import load_splits
-        from core.registry import preset
-        from core.store import RunStore
-        from core.train import execute
+        from core.data.load import load_splits
+        from core.methods.registry import preset
+        from core.runs.store import RunStore
+        from core.runs.train import execute
 
         splits = load_splits(server_dataset, cache_dir=tmp_path / "cache")
         cfg = preset("labelspread", "recommended", arch="tiny_cnn", weights=checkpoint, resolution=32,

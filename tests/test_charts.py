@@ -1,4 +1,4 @@
-from core.charts import (
+from core.views.charts import (
     accuracy_bars,
     accuracy_frame,
     accuracy_summary,

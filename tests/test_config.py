@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
-from core.registry import METHODS, list_presets, preset, validate
+from core.methods.registry import METHODS, list_presets, preset, validate
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

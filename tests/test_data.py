@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import DataError, load_splits, split_arrays
+from core.data.load import load_splits
+from core.data.splits import DataError, split_arrays
 from tests.conftest import CLASSES, build_dataset
 
 
@@ -31,21 +32,21 @@ def test_n_labeled_takes_the_first_images(dataset_dir, tmp_path):
 
 
 def test_cache_is_read_on_the_second_load_and_follows_changes(tmp_path, monkeypatch):
-    import core.data
+    import core.data.splits
 
     root = build_dataset(tmp_path / "ds", labeled=4, test=4, unlabeled=4)
     cache = tmp_path / "cache"
     first = load_splits(root, n_labeled=12, cache_dir=cache)
     assert len(list(cache.glob("folder-*.pt"))) == 1
-    real_decode = core.data._decode
+    real_decode = core.data.folder._decode
 
     def no_decoding(*args):
         raise AssertionError("decoded an image although the cache holds them all")
 
-    monkeypatch.setattr(core.data, "_decode", no_decoding)
+    monkeypatch.setattr(core.data.folder, "_decode", no_decoding)
     again = load_splits(root, n_labeled=12, cache_dir=cache)  # from the cache alone: no image decoded
     assert torch.equal(first.test_x, again.test_x) and first.fingerprint == again.fingerprint
-    monkeypatch.setattr(core.data, "_decode", real_decode)
+    monkeypatch.setattr(core.data.folder, "_decode", real_decode)
     # change one image: the fingerprint and the pixels follow
     victim = next((root / "test" / "c0_red").glob("*.png"))
     from PIL import Image

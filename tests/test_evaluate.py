@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.engine import metrics, predict
-from core.evaluate import can_evaluate, evaluate_saved
-from core.jobs import job_progress
+from core.engine.predict import metrics, predict
+from core.jobs.progress import job_progress
+from core.jobs.queue import JobInfo, JobQueue, default_queue_path
+from core.jobs.worker import work
 from core.models import create_model
-from core.queue import JobInfo, JobQueue, default_queue_path
-from core.store import RunStore, StoreError
-from core.train import execute
-from core.worker import work
+from core.runs.evaluate import can_evaluate, evaluate_saved
+from core.runs.store import RunStore, StoreError
+from core.runs.train import execute
 from tests.conftest import TINY
 
 # eval_subset 12 of the 30 synthetic test images: the check before Stop is visibly partial.
@@ -34,7 +34,7 @@ def test_a_stopped_run_keeps_weights_that_evaluate_to_the_full_test_set(splits, 
     record = stopped_run(splits, store)
     assert can_evaluate(store, record) and not record.metrics.confusion
 
-    # What the kept weights predict, computed here independently of core.evaluate:
+    # What the kept weights predict, computed here independently of core.runs.evaluate:
     model = create_model(TINY, 3)
     model.load_state_dict(torch.load(store.weights_path(record.run_id), weights_only=True)["state"])
     expected = metrics(predict(model.eval(), splits.test_x, torch.device("cpu"), False), splits.test_y, 3)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.jobs import JobRegistry
-from core.queue import JobQueue, QueueError, default_queue_path
-from core.store import RunStore
-from core.train import execute, failure_advice
-from core.worker import work
+from core.jobs.queue import JobQueue, QueueError, default_queue_path
+from core.jobs.supervisor import Supervisor
+from core.jobs.worker import work
+from core.runs.store import RunStore
+from core.runs.train import execute, failure_advice
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +70,13 @@ def test_a_corrupt_database_is_named_and_runs_are_safe(tmp_path):
 
 
 def test_failures_are_saved_with_advice(splits, tmp_path, monkeypatch):
-    import core.train
+    import core.runs.train
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     store = RunStore(tmp_path / "runs")
-    monkeypatch.setattr(core.train, "fit", out_of_memory)
+    monkeypatch.setattr(core.runs.train, "fit", out_of_memory)
     record = execute(TrainConfig(**QUICK), splits, store)
     assert record.status == "failed" and "lower the batch size" in record.message
     assert store.load(record.run_id).status == "failed" and "OutOfMemoryError" in record.traceback
@@ -92,8 +92,8 @@ def registries():
     """Makes registries and, whatever a test asserts, ends every worker they started."""
     made = []
 
-    def make(*args, **kwargs) -> JobRegistry:
-        made.append(JobRegistry(*args, **kwargs))
+    def make(*args, **kwargs) -> Supervisor:
+        made.append(Supervisor(*args, **kwargs))
         return made[-1]
 
     yield make
@@ -198,7 +198,7 @@ def test_stop_takes_effect_within_two_seconds(dataset_dir, tmp_path, registries)
 @pytest.mark.slow
 def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir, tmp_path):
     q = JobQueue(default_queue_path(tmp_path / "runs"))
-    reg = JobRegistry(tmp_path / "runs", str(dataset_dir), max_running=1, grace_s=1.0, start=False)
+    reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, grace_s=1.0, start=False)
     job_id = q.submit(TrainConfig(**QUICK), str(dataset_dir))
     q.claim(job_id)
     with sqlite3.connect(q.path) as db:  # pretend a worker (a sleeping process) holds the job
@@ -218,9 +218,9 @@ def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir,
 RAY_DRIVER = """
 import json, sys
 from core.config import TrainConfig
-from core.jobs import JobRegistry
+from core.jobs.supervisor import Supervisor
 runs, dataset, cache, cfg = sys.argv[1:5]
-reg = JobRegistry(runs, dataset, cache_dir=cache)
+reg = Supervisor(runs, dataset, cache_dir=cache)
 job = reg.submit(TrainConfig.from_json(cfg))
 finished = reg.wait(timeout=240)
 done = reg.get(job.job_id)

@@ -1,4 +1,4 @@
-"""The worker launcher (core.launcher): a process with torch imported forks each worker."""
+"""The worker launcher (core.jobs.launcher): a process with torch imported forks each worker."""
 
 import os
 import signal
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core import launcher
 from core.config import TrainConfig
-from core.jobs import JobRegistry
-from core.queue import JobQueue
+from core.jobs import launcher
+from core.jobs.queue import JobQueue
+from core.jobs.supervisor import Supervisor
 from tests.test_jobs import LONG, QUICK, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_a_forked_worker_gets_its_own_environment_log_and_exit_status(ready, tmp
 
 
 def test_the_registry_forks_its_workers_and_they_run_the_jobs(ready, dataset_dir, tmp_path):
-    reg = JobRegistry(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+    reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
     try:
         job = reg.submit(TrainConfig(**QUICK))
         handle = reg._procs[job.job_id]
@@ -86,7 +86,7 @@ def test_a_worker_outlives_its_launcher_and_its_end_is_still_seen(ready, dataset
 def test_with_the_launcher_off_workers_are_plain_processes(monkeypatch, dataset_dir, tmp_path):
     monkeypatch.setenv("SMALLDATA_LAUNCHER", "off")
     assert launcher.launch(["--help"], {}, tmp_path, tmp_path / "x.log") is None
-    reg = JobRegistry(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+    reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
     try:
         job = reg.submit(TrainConfig(**QUICK))
         assert isinstance(reg._procs[job.job_id], subprocess.Popen)

@@ -1,4 +1,4 @@
-"""Many seeds at once (core.multiseed): each stacked seed is the run it would have been alone."""
+"""Many seeds at once (core.runs.multiseed): each stacked seed is the run it would have been alone."""
 
 import copy
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from core.config import ConfigError
+from core.methods.registry import preset
 from core.models import create_model
-from core.multiseed import fit_seeds
-from core.registry import preset
-from core.train import fit
+from core.runs.multiseed import fit_seeds
+from core.runs.train import fit
 from tests.conftest import TINY
 
 FAST = dict(arch=TINY, epochs=6, batch_size=10, eval_every=2, eval_subset=30, device="cpu", precision="fp32")
@@ -83,7 +83,7 @@ def test_a_stopped_seed_leaves_the_group_and_the_others_go_on(splits):
 
 
 def test_a_diverged_seed_is_recorded_as_alone_and_does_not_spoil_the_others(splits, monkeypatch):
-    import core.train
+    import core.runs.train
 
     def poisoned(*args, **kwargs):  # seed 1's weights have already blown up
         model = create_model(*args, **kwargs)
@@ -91,7 +91,7 @@ def test_a_diverged_seed_is_recorded_as_alone_and_does_not_spoil_the_others(spli
             torch.nn.init.constant_(model.head.weight, float("inf"))
         return model
 
-    monkeypatch.setattr(core.train, "create_model", poisoned)  # core.train.seeded_model builds both ways
+    monkeypatch.setattr(core.runs.train, "create_model", poisoned)  # core.runs.train.seeded_model builds both ways
     cfg = preset("scratch", "recommended", **FAST)
     stacked = fit_seeds(cfg, SEEDS, splits, stack=True)
     alone = [fit(cfg.with_(seed=s), splits) for s in SEEDS]
@@ -122,9 +122,9 @@ def test_recipes_that_train_no_whole_network_or_bad_seed_lists_are_refused(split
 def test_a_worker_trains_the_queued_seeds_of_one_recipe_together_and_saves_each(dataset_dir, tmp_path, monkeypatch):
     """What "Repeat with N seeds" queues: one job per seed; a worker on a machine where stacking pays
     (here forced with SMALLDATA_STACK_SEEDS) takes them as one group, and nothing else."""
-    from core.queue import JobQueue
-    from core.store import RunStore
-    from core.worker import work
+    from core.jobs.queue import JobQueue
+    from core.jobs.worker import work
+    from core.runs.store import RunStore
 
     monkeypatch.setenv("SMALLDATA_STACK_SEEDS", "always")
     queue = JobQueue(tmp_path / "runs" / "queue.sqlite")
@@ -154,11 +154,11 @@ def test_the_scratch_recipes_network_stacks_too(splits):
 
 
 def test_batch_norm_in_plain_ops_is_batch_norm_and_stacks_under_vmap():
-    """What stacked seeds use on a GPU (core.multiseed.plain_batch_norm): nn.BatchNorm2d's outputs and
+    """What stacked seeds use on a GPU (core.engine.stacked.plain_batch_norm): nn.BatchNorm2d's outputs and
     running statistics, in training and in evaluation, alone and for two stacked layers under vmap."""
     from torch.func import functional_call, stack_module_state, vmap
 
-    from core.multiseed import plain_batch_norm
+    from core.engine.stacked import plain_batch_norm
 
     torch.manual_seed(0)
     layers = [torch.nn.BatchNorm2d(4) for _ in range(2)]

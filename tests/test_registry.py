@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from core.config import ConfigError, TrainConfig
-from core.method import Method, Outcome, RunContext, finish
-from core.registry import get_method, list_methods, preset, register, unregister, validate
-from core.train import fit
+from core.methods.base import Method, Outcome, RunContext, finish
+from core.methods.registry import get_method, list_methods, preset, register, unregister, validate
+from core.runs.train import fit
 from tests.conftest import TINY
 
 
@@ -161,11 +161,11 @@ class CountingTiming:
 
 
 def test_semi_estimates_count_each_round_on_its_own_pool():
-    from core.method import DataSizes
+    from core.methods.base import DataSizes
     from core.models import feature_dim
 
     sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)
-    # self-training: round r refits on the 100 labeled images plus r * 40 per class (core.pseudo.curriculum)
+    # self-training: round r refits on the 100 labeled images plus r * 40 per class (core.methods.selftrain.curriculum)
     cfg = TrainConfig(method="selftrain", arch=TINY, weights="x.pth", epochs=2, batch_size=100, rounds=3,
                       per_class=40, n_unlabeled=2000, flip_features=False)  # fmt: skip
     timing = CountingTiming()
@@ -182,7 +182,7 @@ def test_semi_estimates_count_each_round_on_its_own_pool():
 
 
 def test_spreadtune_estimate_counts_the_teacher_and_the_student():
-    from core.method import DataSizes
+    from core.methods.base import DataSizes
     from core.models import feature_dim
 
     sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from core.config import ConfigError, TrainConfig
-from core.graph import knn_graph, label_spread, spread_steps, whitened
-from core.pseudo import mark_gallery, select_pseudo_labels
-from core.registry import preset, validate
-from core.train import fit
+from core.methods.knn_graph import knn_graph, label_spread, spread_steps, whitened
+from core.methods.pseudo_labels import mark_gallery, select_pseudo_labels
+from core.methods.registry import preset, validate
+from core.runs.train import fit
 from tests.conftest import TINY
 
 
@@ -128,16 +128,16 @@ def test_spreadtune_needs_weights_and_a_network_that_learns(checkpoint):
 
 @pytest.mark.parametrize("method", ["selftrain", "labelspread", "fixmatch", "spreadtune"])
 def test_divergence_is_detected_in_every_semi_method(splits, checkpoint, tmp_path, monkeypatch, method):
-    import core.train
+    import core.runs.train
 
-    real = core.train.create_model
+    real = core.runs.train.create_model
 
     def poisoned(*args, **kwargs):
         model = real(*args, **kwargs)
         torch.nn.init.constant_(model.head.weight, float("inf"))
         return model
 
-    monkeypatch.setattr(core.train, "create_model", poisoned)
+    monkeypatch.setattr(core.runs.train, "create_model", poisoned)
     if method == "fixmatch":
         cfg = fixmatch_cfg()
     elif method == "spreadtune":

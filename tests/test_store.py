@@ -7,8 +7,9 @@ import time
 import pytest
 
 from core.config import TrainConfig
-from core.record import Metrics, RunRecord
-from core.store import RunStore, StoreError, results_table, runs_frame, to_markdown
+from core.runs.record import Metrics, RunRecord
+from core.runs.store import RunStore, StoreError
+from core.views.tables import results_table, runs_frame, to_markdown
 
 
 def record(run_id: str, test_acc: float = 0.5, seed: int = 0, status: str = "finished") -> RunRecord:
@@ -74,7 +75,7 @@ def test_crash_mid_write_loses_nothing(tmp_path):
         store.save(record(f"early{i}"))
     code = (
         "import sys, time; sys.path.insert(0, '.');"
-        "from tests.test_store import record; from core.store import RunStore;"
+        "from tests.test_store import record; from core.runs.store import RunStore;"
         f"s = RunStore({str(tmp_path)!r}); i = 0\n"
         "while True:\n"
         "    r = record(f'late{i % 5}'); r.history = r.history * 2000; s.save(r); i += 1\n"
@@ -138,7 +139,7 @@ def test_tables(tmp_path):
 def test_two_processes_saving_at_once_lose_nothing(tmp_path):
     code = (
         "import sys; sys.path.insert(0, '.');"
-        "from tests.test_store import record; from core.store import RunStore;"
+        "from tests.test_store import record; from core.runs.store import RunStore;"
         f"s = RunStore({str(tmp_path)!r})\n"
         "for i in range(25):\n"
         "    s.save(record(f'{sys.argv[1]}{i}'))\n"

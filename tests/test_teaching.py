@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import featuremap
 from core.config import TrainConfig
-from core.graph import knn_graph, label_spread
-from core.inference import MAX_UPLOAD_BYTES, ImageError, predictor, read_upload, top_k
-from core.registry import preset
-from core.store import RunStore, StoreError
-from core.train import execute
+from core.methods.knn_graph import knn_graph, label_spread
+from core.methods.registry import preset
+from core.runs.inference import MAX_UPLOAD_BYTES, ImageError, predictor, read_upload, top_k
+from core.runs.store import RunStore, StoreError
+from core.runs.train import execute
+from core.views import featuremap
 from tests.conftest import TINY
 
 SCRATCH = TrainConfig(arch=TINY, epochs=3, batch_size=10, lr=1e-2, device="cpu", n_labeled=30, eval_every=0)
@@ -157,7 +157,7 @@ def test_export_and_import_carry_the_weights_and_refuse_strangers(splits, tmp_pa
 
 
 def test_the_stem_view_orders_the_patch_directions_and_draws_filters_and_channels(splits):
-    from core.stem import stem_view
+    from core.views.stem import stem_view
 
     view = stem_view(splits.labeled_x, 3)
     assert len(view.variances) == 12 and view.variances == sorted(view.variances, reverse=True)

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.engine import lr_factor, make_optimizer, supervised_step, train_loop
+from core.engine.loop import supervised_step, train_loop
+from core.engine.optim import lr_factor, make_optimizer
+from core.methods.registry import preset
 from core.models import create_model
-from core.registry import preset
-from core.train import fit
+from core.runs.train import fit
 from tests.conftest import TINY
 
 FAST = dict(arch=TINY, epochs=4, batch_size=10, eval_every=2, eval_subset=30, device="cpu")
@@ -71,14 +72,14 @@ def test_nan_loss_is_detected_with_advice():
 
 def test_divergence_ends_the_run_through_fit(splits, monkeypatch):
     import core.models
-    import core.train
+    import core.runs.train
 
     def poisoned(*args, **kwargs):  # a model whose weights already blew up
         model = core.models.create_model(*args, **kwargs)
         torch.nn.init.constant_(model.head.weight, float("inf"))
         return model
 
-    monkeypatch.setattr(core.train, "create_model", poisoned)
+    monkeypatch.setattr(core.runs.train, "create_model", poisoned)
     record = fit(TrainConfig(**FAST), splits)
     assert record.status == "diverged" and "lower the learning rate" in record.message
     assert record.history == [] and "epoch 1" in record.message
@@ -148,9 +149,9 @@ def test_a_whitened_stem_stays_as_computed_from_the_labeled_images_while_the_res
 
 
 def test_a_run_with_mirror_test_time_augmentation_is_rebuilt_to_predict_as_it_was_evaluated(splits):
-    from core.engine import predict
-    from core.evaluate import kept_network
-    from core.record import RunRecord
+    from core.engine.predict import predict
+    from core.runs.evaluate import kept_network
+    from core.runs.record import RunRecord
 
     kept = {}
     cfg = preset(
@@ -165,9 +166,9 @@ def test_a_run_with_mirror_test_time_augmentation_is_rebuilt_to_predict_as_it_wa
 
 
 def test_graphed_steps_follow_the_eager_loop():
-    """core.cudagraph.GraphedSteps (what a GPU replays as a CUDA graph; eager here) trains exactly as the
+    """core.engine.cudagraph.GraphedSteps (what a GPU replays as a CUDA graph; eager here) trains exactly as the
     engine's own loop: the same batches, Adam with the learning rate as a tensor, the same schedule."""
-    from core.cudagraph import GraphedSteps, graphable
+    from core.engine.cudagraph import GraphedSteps, graphable
 
     cfg = TrainConfig(epochs=4, batch_size=5, optimizer="adam", lr=0.01, schedule="cosine", warmup_epochs=1)
     x, y = torch.rand(20, 3, 2, 2), torch.arange(20) % 3
@@ -199,9 +200,9 @@ def test_graphed_steps_follow_the_eager_loop():
 
 
 def test_the_periodic_check_leaves_batchnorm_statistics_alone(splits):
-    """core.method.subset_check, the check of every method that trains a network (fixmatch and spreadtune
+    """core.methods.base.subset_check, the check of every method that trains a network (fixmatch and spreadtune
     with ema=0 pass the training network itself): evaluation mode, so the test images teach it nothing."""
-    from core.method import RunContext, subset_check
+    from core.methods.base import RunContext, subset_check
 
     cfg = TrainConfig(arch=TINY, eval_subset=20)
     model = create_model(TINY, 3, "", 32, False).train()

@@ -1,6 +1,6 @@
 """Registers the toy method of tests/test_registry.py in a worker process ($SMALLDATA_PLUGINS)."""
 
-from core.registry import register
+from core.methods.registry import register
 from tests.test_registry import NearestMean
 
 register(NearestMean())

@@ -1,21 +1,22 @@
-"""Streamlit glue shared by app.py and the pages: settings from the environment, cached core objects, sidebar.
+"""Streamlit glue shared by app.py and the pages: the settings in effect, cached core objects, sidebar.
 
 Everything here is a thin wrapper: the logic lives in `core`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
 from core.config import TrainConfig
-from core.data import DataError, Splits, dataset_from_env, default_cache_dir, load_splits
-from core.device import device_name, resolve_device
-from core.jobs import JobRegistry
-from core.models import default_weights_dir
-from core.store import RunStore, default_runs_dir
+from core.data.load import load_splits
+from core.data.splits import DataError, Splits
+from core.engine.device import device_name, resolve_device
+from core.jobs.supervisor import Supervisor
+from core.runs.store import RunStore
+from core.settings import Settings, SettingsError
+from core.settings import current as current_settings
 
 
 def framed(page: str) -> None:
@@ -27,48 +28,43 @@ def framed(page: str) -> None:
         st.switch_page("app.py")
 
 
-def settings() -> dict[str, str]:
-    return {
-        "dataset": dataset_from_env(),
-        "runs_dir": str(default_runs_dir()),
-        "cache_dir": str(default_cache_dir()),
-        "weights_dir": str(default_weights_dir()),
-        "max_jobs": os.environ.get("SMALLDATA_MAX_JOBS", "1"),
-    }
+def settings() -> Settings:
+    """The settings in effect (core.settings); a bad SMALLDATA_* variable stops the page with its message."""
+    try:
+        return current_settings()
+    except SettingsError as err:
+        st.error(f"**The server's settings are wrong.** {err}. Fix the variable and restart the app.")
+        st.stop()
 
 
 @st.cache_resource(show_spinner="Loading the dataset (decoded once, then cached on disk)...")
 def get_splits(source: str, n_labeled: int | None = None) -> Splits:
-    return load_splits(source, n_labeled=n_labeled, cache_dir=default_cache_dir(), download=False)
+    return load_splits(source, n_labeled=n_labeled, cache_dir=settings().cache_dir, download=False)
 
 
 def try_splits(n_labeled: int | None = None) -> Splits | None:
     """The dataset in use, or None after showing why it could not be loaded and how to fix it."""
     try:
-        return get_splits(dataset_from_env(), n_labeled)
+        return get_splits(settings().dataset, n_labeled)
     except DataError as err:
         st.error(f"**The dataset could not be loaded.** {err}")
         return None
 
 
 @st.cache_resource
-def get_registry(runs_dir: str, dataset: str, max_jobs: int) -> JobRegistry:
+def get_registry(runs_dir: str, dataset: str, max_jobs: int) -> Supervisor:
     """One supervisor per server process over the queue in the runs folder: runs happen in worker
     processes and survive reruns, page switches, reloads, tabs and server restarts."""
-    return JobRegistry(Path(runs_dir), dataset, max_running=max_jobs, cache_dir=default_cache_dir())
+    return Supervisor(Path(runs_dir), dataset, max_running=max_jobs, cache_dir=settings().cache_dir)
 
 
-def registry() -> JobRegistry:
+def registry() -> Supervisor:
     s = settings()
-    try:
-        max_jobs = max(1, int(s["max_jobs"]))
-    except ValueError:
-        max_jobs = 1
-    return get_registry(s["runs_dir"], s["dataset"], max_jobs)
+    return get_registry(str(s.runs_dir), s.dataset, s.max_jobs)
 
 
 def store() -> RunStore:
-    return RunStore(Path(settings()["runs_dir"]))
+    return RunStore(settings().runs_dir)
 
 
 @st.cache_data
@@ -79,13 +75,9 @@ def device_label() -> str:
 def show_sidebar() -> None:
     s = settings()
     with st.sidebar:
-        st.caption("Settings (from the environment)")
-        st.markdown(
-            f"- **Dataset** (`SMALLDATA_DATASET`): `{s['dataset']}`\n"
-            f"- **Runs** (`SMALLDATA_RUNS_DIR`): `{s['runs_dir']}`\n"
-            f"- **Weights** (`SMALLDATA_WEIGHTS_DIR`): `{s['weights_dir']}`\n"
-            f"- **Device**: {device_label()}"
-        )
+        st.markdown(f"**Dataset**: `{s.dataset}` · **Device**: {device_label()}")
+        with st.expander("Settings in effect"):
+            st.dataframe(s.rows(), hide_index=True, column_config={"what": st.column_config.TextColumn(width="large")})
         jobs = registry().queue.jobs(active_only=True)
         running = [j for j in jobs if j.state in ("running", "stopping")]
         queued = [j for j in jobs if j.state == "queued"]

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.charts import history_frame, learning_curves
-from core.estimate import final_pass_seconds
-from core.evaluate import can_evaluate
-from core.jobs import job_progress
-from core.queue import JobInfo
-from core.record import RunRecord
-from core.store import StoreError
+from core.jobs.progress import job_progress
+from core.jobs.queue import JobInfo
+from core.methods.step_timings import final_pass_seconds
+from core.runs.evaluate import can_evaluate
+from core.runs.record import RunRecord
+from core.runs.store import StoreError
+from core.views.charts import history_frame, learning_curves
 from ui.common import config_caption, registry, settings
 
 
@@ -24,7 +24,7 @@ def _curves(job_id: int, rows: int, _job: JobInfo):
 
 
 def _saved(run_id: str) -> RunRecord | None:
-    try:  # the file's time is in the key: an evaluation (core.evaluate) rewrites the record
+    try:  # the file's time is in the key: an evaluation (core.runs.evaluate) rewrites the record
         return _load(run_id, registry().store.record_path(run_id).stat().st_mtime_ns)
     except (StoreError, OSError):
         return None
@@ -51,7 +51,7 @@ def show_job(job: JobInfo, n_test: int) -> None:
     if job.state == "stopping":
         st.caption("Stopping: the run ends within a second or two and is saved as stopped, with its last test check.")
     if job.state == "running":
-        progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings()["cache_dir"]))
+        progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings().cache_dir))
         st.progress(progress.fraction, text=progress.text)
     if job.history and job.kind == "train":
         st.altair_chart(_curves(job.job_id, len(job.history), job), width="content")
@@ -103,7 +103,7 @@ def show_jobs(n_test: int, limit: int = 6) -> None:
 
 def offer_evaluation(runs: list[RunRecord]) -> None:
     """Runs stopped before their final test pass: their partial accuracy, and "Evaluate now", which
-    queues each full pass as a job (core.evaluate) and follows its progress here."""
+    queues each full pass as a job (core.runs.evaluate) and follows its progress here."""
     reg = registry()
     pending = {j.run_id: j.job_id for j in reg.queue.jobs(active_only=True) if j.kind == "evaluate"}
     if pending:

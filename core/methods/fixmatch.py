@@ -8,11 +8,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from core.augment import BatchAugment
 from core.config import TrainConfig
-from core.device import autocast
-from core.engine import train_loop, weight_average
-from core.method import (
+from core.data.augment import BatchAugment
+from core.engine.device import autocast
+from core.engine.loop import train_loop
+from core.engine.optim import weight_average
+from core.methods.base import (
     OPTIMISATION,
     PRETRAINED,
     DataSizes,
@@ -24,7 +25,7 @@ from core.method import (
     finish,
     subset_check,
 )
-from core.pseudo import unlabeled_subset
+from core.methods.pseudo_labels import unlabeled_subset
 
 WEAK = "hflip|crop(padding=4)"
 STRONG = "hflip|crop(padding=4)|randaugment(num_ops=2, magnitude=10)|erasing(p=1.0, max_area=0.25)"

@@ -6,12 +6,11 @@ from __future__ import annotations
 import torch
 
 from core.config import TrainConfig
-from core.graph import knn_graph, label_spread
-from core.method import FROZEN, OPTIMISATION, DataSizes, Outcome, RunContext, Timing
-from core.methods.selftrain import PSEUDO, FrozenSemi
+from core.methods.base import FROZEN, OPTIMISATION, DataSizes, Outcome, RunContext, Timing
+from core.methods.knn_graph import knn_graph, label_spread
+from core.methods.selftrain import PSEUDO, FrozenSemi, Proposer, curriculum, self_train
 from core.methods.transfer import FROZEN_128
 from core.models import feature_dim
-from core.pseudo import Proposer, curriculum, self_train
 
 
 def spread(ctx: RunContext, lab_f: torch.Tensor, unl_f: torch.Tensor) -> torch.Tensor:
@@ -40,11 +39,11 @@ class LabelSpread(FrozenSemi):
     help = "Similar images get similar labels: each label spreads to its neighbours, theirs to theirs, and so on."
     fields = ("arch", *FROZEN, "augment", *OPTIMISATION, *PSEUDO, "knn")
     presets = {
-        # Label spreading (50 iterations, core.graph) over a 20-NN graph of the whitened five-stage
+        # Label spreading (50 iterations, core.methods.knn_graph) over a 20-NN graph of the whitened five-stage
         # MobileNetV2 features (core.models) at 160 px of 40,000 unlabeled images, then a linear head on the
         # labeled images plus the 2,000 most confident pseudo-labels of each class. Chosen on a validation
-        # split of 2,000 unlabeled images (core.data.validation_splits), never on the test set, 3 seeds each:
-        # 20,000 images and 1,000 per class: 59.4% with plain PCA, 60.7% whitened (core.graph.whitened);
+        # split of 2,000 unlabeled images (core.data.splits.validation_splits), never on the test set, 3 seeds each:
+        # 20,000 images and 1,000 per class: 59.4% with plain PCA, 60.7% whitened (core.methods.knn_graph.whitened);
         # 40,000 and 2,000 per class, whitened: 62.0 +- 0.2% (plain PCA: 59.8%). Flip-averaged features buy
         # +0.1 at 20,000 images; without them 40,000 gave 60.0%. Cold, this run extracts features of about
         # 50,000 images twice (flipped): about 6 min on 2 cores with bf16, twice that without.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
-from core.engine import supervised_step, train_loop
-from core.method import OPTIMISATION, Method, Outcome, RunContext, finish, subset_check
+from core.data.augment import BatchAugment
+from core.engine.loop import supervised_step, train_loop
+from core.methods.base import OPTIMISATION, Method, Outcome, RunContext, finish, subset_check
 from core.models import SmallDataNet
 
 
@@ -48,7 +48,7 @@ class Scratch(Method):
         # A small, fast network (core/models/convnet_cifar.py) for many epochs, its first layer a frozen
         # whitening of the labeled images' 2x2 patches: SGD + Nesterov, cosine with warm-up, label smoothing,
         # flip + crop, small batches for many steps, strong weight decay. On the validation split
-        # (core.data.validation_splits, 3 seeds, bf16; benchmarks/whiten_stem.py): 29.8 +- 0.25% with the
+        # (core.data.splits.validation_splits, 3 seeds, bf16; benchmarks/whiten_stem.py): 29.8 +- 0.25% with the
         # whitened stem (29.65 / 30.1 / 29.7), and 30.1 +- 0.4% for the same networks with mirror test-time
         # augmentation (+0.25, +0.45, +0.05; with 1-pixel shifts too, 30.2 +- 0.2%, at three times its cost). In
         # the same time without the whitened stem: 28.2 +- 0.2% in 170-188 s, against

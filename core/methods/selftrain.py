@@ -3,10 +3,18 @@ class by class, refit, repeat (the practical session's semi-supervised bonus).""
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
+
+import torch
+
 from core.config import ConfigError, TrainConfig
-from core.method import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing
+from core.engine.predict import predict
+from core.methods.base import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish
+from core.methods.frozen import StandardizedHead, feature_cache, labeled_and_test_features, train_head
+from core.methods.pseudo_labels import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
 from core.methods.transfer import FROZEN_128, features_seconds, head_seconds, probe_seconds
-from core.pseudo import curriculum, self_train
 
 PSEUDO = ("n_unlabeled", "rounds", "threshold", "per_class")
 
@@ -33,7 +41,9 @@ class FrozenSemi(Method):
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         labeled = min(cfg.n_labeled, sizes.labeled)
 
-        def accepted(r: int) -> int:  # round r (1, 2, ...) takes r * per_class of each class (core.pseudo)
+        def accepted(
+            r: int,
+        ) -> int:  # round r (1, 2, ...) takes r * per_class of each class (core.methods.pseudo_labels)
             return min(pool, r * cfg.per_class * 10) if cfg.per_class else pool
 
         # round 0, the head on the labeled images alone, is the probe
@@ -53,3 +63,83 @@ class SelfTrain(FrozenSemi):
 
     def run(self, ctx: RunContext) -> Outcome:
         return self_train(ctx, curriculum(ctx.cfg.per_class))
+
+
+# (round, head's probabilities on the pool, labeled features, unlabeled features) -> (probabilities, cap)
+Proposer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def curriculum(per_class: int) -> Proposer:
+    """Self-training: the head's own predictions; the pool grows by per_class per class each round."""
+
+    def propose(r: int, probs: torch.Tensor, lab_f: torch.Tensor, unl_f: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return probs, per_class * (r + 1) if per_class else 0
+
+    return propose
+
+
+def self_train(ctx: RunContext, propose: Proposer) -> Outcome:
+    """Round 0 fits the head on the labeled images (the supervised probe); each further round refits
+    it afresh on the labeled images plus the pseudo-labels that `propose` accepted."""
+    cfg, s, n = ctx.cfg, ctx.splits, ctx.n_classes
+    t0 = time.perf_counter()
+    subset = unlabeled_subset(s, cfg.n_unlabeled)
+    features = feature_cache(cfg, s, ctx.model, ctx.device, ctx.bf16, ctx.cache_dir, ctx.progress, ctx.should_stop)
+    lab_f, lab_y, test_f = labeled_and_test_features(cfg, s, features)
+    unl_f = features(s.unlabeled_x[subset], "unlabeled images", *unlabeled_key(subset))
+    features_s = time.perf_counter() - t0
+    # Standardise with the statistics of all images the method may see (labeled and unlabeled).
+    pool = torch.cat([lab_f, unl_f])
+    mean, std = pool.mean(0), pool.std(0) + 1e-6
+    head_init = copy.deepcopy(ctx.model.head.state_dict())
+    head = StandardizedHead(ctx.model.head, mean, std).to(ctx.device)
+
+    accepted = torch.empty(0, dtype=torch.long)
+    pseudo = torch.empty(0, dtype=torch.long)
+    confidence = torch.empty(0)
+    rounds, history = [], []
+    status, message = "finished", ""
+    round_cfg = cfg.with_(eval_every=0)
+    for r in range(cfg.rounds + 1):
+        ctx.model.head.load_state_dict(head_init)  # each round fits the head afresh: no confirmation drift
+        x = torch.cat([lab_f, unl_f[accepted]])
+        y = torch.cat([lab_y, pseudo[accepted]]) if len(accepted) else lab_y
+        loop = train_head(head, x, y, round_cfg, ctx.device, should_stop=ctx.should_stop)
+        if loop.status != "finished":
+            status, message = loop.status, f"round {r}: {loop.message}"
+            break
+        probs = predict(head, unl_f, ctx.device, False, uint8_images=False).softmax(1)
+        test_logits = predict(head, test_f, ctx.device, False, uint8_images=False)
+        test_acc = float((test_logits.argmax(1) == s.test_y).float().mean())
+        rounds.append({
+            "round": r,
+            "accepted": len(accepted),
+            "pseudo_acc": pseudo_accuracy(s, subset, accepted, pseudo),
+            "per_class": torch.bincount(pseudo[accepted], minlength=n).tolist() if len(accepted) else [0] * n,
+            "test_acc": test_acc,
+        })  # fmt: skip
+        row = loop.history[-1] | {"index": r + 1, "unit": "round", "seconds": time.perf_counter() - t0,
+                                  "test_acc": test_acc, "accepted": len(accepted)}  # fmt: skip
+        history.append(row)
+        ctx.emit(row)
+        if r == cfg.rounds:
+            break
+        try:
+            probs, cap = propose(r, probs, lab_f[: len(s.labeled_y)], unl_f)
+        except InterruptedError as err:
+            status, message = "stopped", str(err)
+            break
+        confidence, pseudo = probs.max(1)
+        accepted = select_pseudo_labels(probs, cfg.threshold, cap)
+    timings = {"train_s": time.perf_counter() - t0, "features_s": features_s}
+    last = rounds[-1] if rounds else {}
+    diagnostics = {
+        "algorithm": cfg.method,
+        "rounds": rounds,
+        "final_count": last.get("accepted", 0),
+        "final_acc": last.get("pseudo_acc"),
+        "supervised_test_acc": rounds[0]["test_acc"] if rounds else None,
+        "gallery": gallery(subset[accepted], pseudo[accepted], confidence[accepted], n) if len(accepted) else None,
+    }
+    return finish(ctx, status, message, history, head, test_inputs=test_f, train_inputs=lab_f[: len(s.labeled_y)],
+                  images=False, timings=timings, diagnostics=diagnostics)  # fmt: skip

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.augment import BatchAugment
 from core.config import ConfigError, TrainConfig
-from core.device import autocast
-from core.engine import LoopResult, train_loop, weight_average
-from core.frozen import StandardizedHead, feature_cache, labeled_key, train_head
-from core.method import (
+from core.data.augment import BatchAugment
+from core.engine.device import autocast
+from core.engine.loop import LoopResult, train_loop
+from core.engine.optim import weight_average
+from core.methods.base import (
     OPTIMISATION,
     PRETRAINED,
     DataSizes,
@@ -32,10 +32,11 @@ from core.method import (
     subset_check,
 )
 from core.methods.fixmatch import WEAK  # the labeled images' augmentation
+from core.methods.frozen import StandardizedHead, feature_cache, labeled_key, train_head
 from core.methods.labelspread import LabelSpread, spread
+from core.methods.pseudo_labels import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
 from core.methods.transfer import features_seconds
 from core.models import feature_dim
-from core.pseudo import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
 
 # The pseudo-labeled images. All three steps run batched on the device; RandAugment, per image, would
 # cost as much as the network's own step on a GPU.

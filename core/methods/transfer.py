@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from core.config import ConfigError, TrainConfig
-from core.frozen import (
+from core.methods.base import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish, subset_check
+from core.methods.frozen import (
     AUGMENTED_VIEWS,
     StandardizedHead,
     augmented_steps,
@@ -14,7 +15,6 @@ from core.frozen import (
     labeled_and_test_features,
     train_head,
 )
-from core.method import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish, subset_check
 from core.methods.scratch import train_end_to_end
 from core.models import feature_dim
 

@@ -5,6 +5,11 @@ Every model is a `SmallDataNet`: `prep` (upsampling and normalisation of [0, 1] 
 probe compute the backbone's features once, and lets "last" fine-tuning name the last block.
 Pretrained weights come from torchvision's weights API ("imagenet", downloaded and cached by
 torchvision) or from a local state_dict file, always loaded with `weights_only=True`.
+
+One file per CIFAR network (`resnet_cifar`, `convnet_cifar`); `spectrum` holds the float64 covariance
+and eigendecomposition that the whitened stem (and the methods' whitened kNN graph) are built on.
+
+May import: core.settings, core.plugins, core.data.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from core import settings
 from core.models.convnet_cifar import convnet_cifar
 from core.models.resnet_cifar import resnet18_cifar
 
@@ -200,7 +206,7 @@ def unregister_model(name: str) -> None:
 
 
 def default_weights_dir() -> Path:
-    return Path(os.environ.get("SMALLDATA_WEIGHTS_DIR", "weights"))
+    return settings.current().weights_dir
 
 
 def list_weight_files(folder: str | os.PathLike | None = None) -> list[Path]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.spectrum import covariance_spectrum
+from core.models.spectrum import covariance_spectrum
 
 
 class ConvBlock(nn.Module):
@@ -62,7 +62,7 @@ class ConvNetCifar(nn.Module):
 def patch_spectrum(images: torch.Tensor, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """The eigenvalues (ascending) and eigenvectors (columns) of the covariance of the 2x2 patches of
     float images (N x C x H x W), each patch flattened as (channel, row, column). The covariance is summed
-    in chunks of images (core.spectrum), so that 50,000 labeled images cost no more memory than 1,000."""
+    in chunks of images (core.models.spectrum), so that 50,000 labeled images cost no more memory than 1,000."""
     dim = images.shape[1] * 4
 
     def patches(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,289 @@
+"""The benchmark: `python -m core bench --dataset DIR --weights FILE --out DIR [--quick]`.
+
+Writes `report.md` and `results.csv` into --out:
+1. engine speed on the notebook's own recipe: its loop (benchmarks.notebook_loop) against our engine,
+   side by side in one process on one device;
+2. throughput: evaluation images/s per model and resolution, feature extraction images/s;
+3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time
+   cold and cached, and the time estimate against each run;
+4. many seeds: five seeds of the scratch recipe trained together (core.runs.multiseed, stacked) against
+   the same five trained alone, end to end and training only;
+5. jobs and app (benchmarks.bench_jobs): two jobs at once vs one, Stop latency, the Train page's rerun
+   time while a run trains, a run from the app with its page open in Chromium vs the CLI.
+--quick shrinks every part to a smoke check; --parts picks some of them (default: all).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.bench_jobs import app_measurements, stop_latency, two_jobs_at_once
+from benchmarks.notebook_loop import run_notebook_loop
+from core.data.load import default_cache_dir, load_splits
+from core.engine.device import device_name, resolve_device, use_bf16
+from core.methods import frozen as feat
+from core.methods.registry import preset
+from core.methods.step_timings import estimate_seconds
+from core.models import create_model
+from core.runs.multiseed import fit_seeds
+from core.runs.train import fit
+
+PARTS = ("engine", "throughput", "accuracy", "seeds", "jobs")
+RESOLUTIONS = (32, 64, 96, 128, 160, 224)
+TRANSFER_ARCHS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def engine_vs_notebook(splits, epochs: int, test_limit: int | None, device: str) -> list[dict[str, Any]]:
+    log(f"[1/5] notebook loop vs engine, {epochs} epochs")
+    nb = run_notebook_loop(splits, epochs=epochs, device=device, test_limit=test_limit)
+    small = splits if test_limit is None else _limit_test(splits, test_limit)
+    cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0, device=device)
+    t = time.perf_counter()
+    ours = fit(cfg, small)
+    wall = time.perf_counter() - t
+    rows = [
+        {
+            "part": "engine",
+            "name": "notebook loop",
+            "train_s": nb["train_s"],
+            "test_s": nb["test_s"],
+            "total_s": nb["train_s"] + nb["test_s"],
+            "train_acc": nb["train_acc"],
+            "test_acc": nb["test_acc"],
+        },
+        engine_row("our engine", ours, wall),
+    ]
+    rows.append(
+        {
+            "part": "engine",
+            "name": "speed-up",
+            "total_s": rows[0]["total_s"] / rows[1]["total_s"],
+            "train_s": rows[0]["train_s"] / rows[1]["train_s"],
+            "test_s": rows[0]["test_s"] / rows[1]["test_s"],
+        }
+    )
+    return rows
+
+
+def engine_row(name: str, record, wall: float) -> dict[str, Any]:
+    """A run of the notebook recipe through our engine, as the engine table shows it."""
+    return {
+        "part": "engine",
+        "name": name,
+        "train_s": record.timings["train_s"],
+        "test_s": record.timings["eval_s"],
+        "total_s": wall,
+        "train_acc": record.history[-1]["train_acc"],
+        "test_acc": record.metrics.test_acc,
+    }
+
+
+def _limit_test(splits, n):
+    from dataclasses import replace
+
+    return replace(splits, test_x=splits.test_x[:n], test_y=splits.test_y[:n])
+
+
+def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[str, Any]]:
+    log("[2/5] throughput")
+    dev = resolve_device(device)
+    bf16 = use_bf16(dev, "auto")
+    images = splits.test_x[:n_images]
+    rows = []
+    plan = [("resnet18_cifar", 32), ("convnet_cifar", 32)] + [(a, r) for a in TRANSFER_ARCHS for r in RESOLUTIONS]
+    for arch, res in plan:
+        w = weights if arch == "mobilenet_v2" else ""
+        model = create_model(arch, len(splits.classes), w, res, arch in TRANSFER_ARCHS).to(dev).eval()
+        feat.extract(model, images[:64], device=dev, bf16=bf16)  # warm-up
+        t = time.perf_counter()
+        feat.extract(model, images, device=dev, bf16=bf16, batch_size=64 if dev.type == "cpu" else 512)
+        rate = len(images) / (time.perf_counter() - t)
+        rows.append({"part": "throughput", "name": f"{arch} @ {res}px", "images_per_s": rate})
+        log(f"  {arch} @ {res}px: {rate:.0f} images/s")
+    return rows
+
+
+def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: str, cache_dir) -> list[dict]:
+    log(f"[3/5] recommended presets, {seeds} seed(s)")
+    rows = []
+    for method in ("scratch", "transfer", "labelspread"):
+        overrides: dict[str, Any] = {"device": device}
+        if method != "scratch":
+            overrides["weights"] = weights
+        if quick:
+            overrides |= {"epochs": 2, "warmup_epochs": 0, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
+        results, estimates = [], []
+        for seed in range(seeds):
+            cfg = preset(method, "recommended", seed=seed, **overrides)
+            estimates.append(estimate_seconds(cfg, splits, cache_dir))  # before the run: its cache state
+            t = time.perf_counter()
+            record = fit(cfg, splits, cache_dir=cache_dir)
+            wall = time.perf_counter() - t
+            results.append((record.metrics.test_acc, wall, record))
+            log(f"  {method} seed {seed}: {record.metrics.test_acc:.1%} in {wall:.0f}s ({record.status}), "
+                f"estimated {estimates[-1]:.0f}s")  # fmt: skip
+        accs = [a for a, _, _ in results]
+        row = {
+            "part": "accuracy",
+            "name": f"{method} recommended",
+            "test_acc": statistics.mean(accs),
+            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "seeds": len(accs),
+            "total_s": statistics.mean(w for _, w, _ in results),
+            "max_s": max(w for _, w, _ in results),
+            "cold_s": results[0][1],
+            "cached_s": statistics.mean(w for _, w, _ in results[1:]) if len(results) > 1 else None,
+        }
+        for i, (est, (_, wall, _)) in enumerate(zip(estimates, results, strict=True)):
+            name = f"{method} recommended seed {i} ({'cold' if i == 0 else 'cached'})"
+            rows.append({"part": "estimate", "name": name, "estimate_s": est, "actual_s": wall, "ratio": est / wall})
+        semi = [r.diagnostics for _, _, r in results if r.diagnostics]
+        if semi and semi[0].get("supervised_test_acc") is not None:
+            row["supervised_probe_acc"] = statistics.mean(s["supervised_test_acc"] for s in semi)
+            row["pseudo_label_acc"] = statistics.mean(s["final_acc"] or 0 for s in semi)
+        rows.append(row)
+    return rows
+
+
+def many_seeds(splits, quick: bool, device: str, n: int = 5, epochs: int | None = None) -> list[dict]:
+    """n seeds of the scratch recipe (shortened: the ratio, not the accuracy, is measured) trained
+    together, stacked, against the same n trained alone one after another, in this process."""
+    epochs = epochs or (2 if quick else 20)
+    log(f"[4/5] {n} seeds of scratch recommended ({epochs} epochs): stacked vs alone")
+    if quick:  # the test pass is the same work either way; a slice of it keeps the smoke check short
+        splits = dataclasses.replace(splits, test_x=splits.test_x[:1000], test_y=splits.test_y[:1000])
+    cfg = preset("scratch", "recommended", device=device, epochs=epochs, warmup_epochs=1, eval_every=0)
+    seeds = list(range(n))
+    t = time.perf_counter()
+    alone = [fit(cfg.with_(seed=s), splits) for s in seeds]
+    alone_s = time.perf_counter() - t
+    t = time.perf_counter()
+    stacked = fit_seeds(cfg, seeds, splits, stack=True)
+    stacked_s = time.perf_counter() - t
+    alone_train = sum(r.timings["train_s"] for r in alone)
+    stacked_train = sum(r.timings["train_s"] for r in stacked)  # each seed's share of the shared time
+    # Not equal run for run: early training at this learning rate amplifies float rounding (the order of
+    # sums in a grouped convolution; the memory layout alone does as much), so compare the seeds' means.
+    acc_alone = statistics.mean(r.metrics.test_acc for r in alone)
+    acc_stacked = statistics.mean(r.metrics.test_acc for r in stacked)
+    log(f"  alone {alone_s:.0f}s, stacked {stacked_s:.0f}s; training {alone_train:.0f}s vs {stacked_train:.0f}s")
+    name = f"{n} seeds, {epochs} epochs, {len(splits.test_y):,} test images"
+    one = alone_s / n
+    return [
+        {"part": "seeds", "name": f"{name}: alone, one after another (s)", "value": alone_s},
+        {"part": "seeds", "name": f"{name}: together, stacked (s)", "value": stacked_s},
+        {"part": "seeds", "name": "speed-up, end to end (alone / stacked)", "value": alone_s / stacked_s},
+        {"part": "seeds", "name": "speed-up, training only", "value": alone_train / stacked_train},
+        {"part": "seeds", "name": f"stacked {n} seeds / one seed alone, end to end", "value": stacked_s / one},
+        {"part": "seeds", "name": f"mean test accuracy of the {n} seeds alone (%)", "value": acc_alone * 100},
+        {"part": "seeds", "name": f"mean test accuracy of the {n} seeds stacked (%)", "value": acc_stacked * 100},
+    ]
+
+
+def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("part", "name"), k))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(v: Any, key: str) -> str:
+        if v is None or v == "":
+            return ""
+        if "acc" in key:
+            return f"{v:.1%}"
+        if key in ("ratio", "value") and isinstance(v, float):
+            return f"{v:.2f}"
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = [
+        "# Small Data Lab benchmark",
+        "",
+        f"- device: {device}",
+        f"- torch {torch.__version__}, dataset `{args.dataset}`, weights `{args.weights}`",
+        f"- mode: {'quick (smoke check)' if args.quick else 'full'}; command: `python -m core bench "
+        f"--dataset {args.dataset} --weights {args.weights} --out {args.out}{' --quick' if args.quick else ''}`",
+        "",
+    ]
+    sections = {
+        "engine": (
+            "Engine speed on the notebook's recipe",
+            ["name", "train_s", "test_s", "total_s", "train_acc", "test_acc"],
+        ),
+        "throughput": ("Evaluation throughput (images/s)", ["name", "images_per_s"]),
+        "accuracy": (
+            "Recommended presets: test accuracy (mean ± std over seeds) and wall time per run",
+            [
+                "name",
+                "test_acc",
+                "test_acc_std",
+                "seeds",
+                "total_s",
+                "cold_s",
+                "cached_s",
+                "supervised_probe_acc",
+                "pseudo_label_acc",
+            ],
+        ),  # fmt: skip
+        "estimate": (
+            "Time estimate against the run (target: ratio within 0.7-1.3)",
+            ["name", "estimate_s", "actual_s", "ratio"],
+        ),  # fmt: skip
+        "seeds": ("Many seeds at once (core.runs.multiseed)", ["name", "value"]),
+        "jobs": ("Worker processes", ["name", "value"]),
+        "app": ("The app (AppTest and Chromium)", ["name", "value"]),
+    }
+    for part, (title, cols) in sections.items():
+        part_rows = [r for r in rows if r["part"] == part]
+        if not part_rows:
+            continue
+        lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in part_rows:
+            lines.append(
+                "| "
+                + " | ".join(fmt(r.get(c), c) if r["name"] != "speed-up" or "acc" not in c else "" for c in cols)
+                + " |"
+            )
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines))
+    log(f"wrote {out / 'report.md'} and {out / 'results.csv'}")
+
+
+def main(args) -> int:
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    splits = load_splits(args.dataset, cache_dir=cache, download=False)
+    dev = resolve_device("auto")
+    device = str(dev)
+    quick = args.quick
+    parts = set((getattr(args, "parts", None) or ",".join(PARTS)).split(","))
+    if parts - set(PARTS):
+        raise ValueError(f"--parts {parts - set(PARTS)}: choose from {','.join(PARTS)}")
+    rows = []
+    if "engine" in parts:
+        rows += engine_vs_notebook(splits, 2 if quick else 100, 500 if quick else None, device)
+    if "throughput" in parts:
+        rows += throughput(splits, args.weights, 128 if quick else 1024, device)
+    if "accuracy" in parts:
+        rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
+    if "seeds" in parts:
+        rows += many_seeds(splits, quick, device)
+    if "jobs" in parts and not args.skip_jobs:
+        rows += two_jobs_at_once(args.dataset, cache, 2 if quick else 10)
+        rows += stop_latency(args.dataset, args.weights, cache)
+        rows += app_measurements(args.dataset, cache, quick)
+    write_report(Path(args.out), rows, device_name(dev), args)
+    print(Path(args.out, "report.md").read_text())
+    return 0

@@ -1,0 +1,109 @@
+"""The method registry and everything that needs to know every method: `validate`, presets.
+
+A new method is one file in core/methods/ and one line in BUILTIN below; `register` adds one from
+anywhere else (a plug-in, a test). validate, the CLI's --method choices, the estimate and the Train
+page all read this registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, TrainConfig, check_fields, is_used
+from core.data.pipelines import parse_pipeline
+from core.methods.base import Method
+from core.methods.fixmatch import FixMatch
+from core.methods.labelspread import LabelSpread
+from core.methods.scratch import Scratch
+from core.methods.selftrain import SelfTrain
+from core.methods.spreadtune import SpreadTune
+from core.methods.transfer import Transfer
+from core.models import REGISTRY, list_models
+
+BUILTIN: tuple[Method, ...] = (Scratch(), Transfer(), SelfTrain(), LabelSpread(), FixMatch(), SpreadTune())
+METHODS: dict[str, Method] = {}
+# Fields every method reads, whatever it declares.
+ALWAYS = ("n_labeled", "seed", "device", "precision", "eval_subset")
+
+
+def register(method: Method) -> Method:
+    if not method.name or not method.name.isidentifier():
+        raise ValueError(f"a method needs an identifier as its name, not {method.name!r}")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    METHODS.pop(name, None)
+
+
+for _m in BUILTIN:
+    register(_m)
+
+
+def list_methods() -> list[str]:
+    return list(METHODS)
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"method={name!r} is unknown; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def used_fields(method: str) -> tuple[str, ...]:
+    return (*get_method(method).fields, *ALWAYS)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise ConfigError naming the field, its value and what is accepted; return cfg when it is sound."""
+    method = get_method(cfg.method)
+    check_fields(cfg)
+    if cfg.arch not in list_models():
+        raise ConfigError(f"arch={cfg.arch!r} is unknown; choose one of {', '.join(list_models())}")
+    method.check(cfg)
+    try:
+        parse_pipeline(cfg.augment)
+    except ValueError as err:
+        raise ConfigError(f"augment={cfg.augment!r}: {err}") from None
+    if cfg.weights not in ("", "imagenet") and not Path(cfg.weights).is_file():
+        raise ConfigError(f"weights={cfg.weights!r}: no such file; give 'imagenet' or the path of a .pth state_dict")
+    if cfg.finetune != "all" and not cfg.weights:
+        raise ConfigError(
+            f"finetune={cfg.finetune!r} freezes a backbone that has no pretrained weights; "
+            "set weights or use finetune=all"
+        )
+    if cfg.weights == "imagenet" and REGISTRY[cfg.arch].tv_name is None:
+        raise ConfigError(f"arch={cfg.arch} has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
+    if cfg.whiten_stem and not is_used("whiten_stem", cfg):
+        whitening = ", ".join(name for name, entry in REGISTRY.items() if entry.whitens)
+        raise ConfigError(f"whiten_stem=True needs a 2x2 patch stem ({whitening}); arch={cfg.arch} has none: clear it")
+    if cfg.whiten_stem and cfg.weights:
+        raise ConfigError(
+            "whiten_stem=True would overwrite the first layer of the pretrained weights: clear one of them"
+        )
+    return cfg
+
+
+def list_presets(method: str | None = None) -> list[str]:
+    names = (m.presets for m in METHODS.values()) if method is None else [get_method(method).presets]
+    return sorted({name for presets in names for name in presets})
+
+
+def preset(method: str, name: str, **overrides: Any) -> TrainConfig:
+    """The named preset of a method, with overrides applied (None means: keep the preset's value), checked."""
+    presets = get_method(method).presets
+    if name not in presets:
+        raise ConfigError(f"preset={name!r} is unknown for method {method!r}; choose one of {', '.join(presets)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data = TrainConfig().to_dict() | presets[name] | given | {"method": method, "preset": name}
+    cfg = TrainConfig.from_dict(data)
+    if "whiten_stem" not in given and not is_used("whiten_stem", cfg):
+        cfg = cfg.with_(whiten_stem=False)  # the preset's whitened stem goes with its network, not with another one
+    return validate(cfg)
+
+
+def default_preset(method: str) -> str:
+    presets = list(get_method(method).presets)
+    return "recommended" if "recommended" in presets else presets[0]

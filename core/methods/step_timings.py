@@ -1,0 +1,234 @@
+"""How long will a run take on this device? Measured, not guessed: a few timed steps, extrapolated
+by the method's own `estimate`; features already in the cache cost nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from core.config import TrainConfig
+from core.data.splits import Splits
+from core.engine.device import autocast, place, resolve_device, use_bf16
+from core.methods.base import DataSizes
+from core.methods.frozen import feature_key, feature_path, labeled_key
+from core.methods.pseudo_labels import unlabeled_key, unlabeled_subset
+from core.methods.registry import get_method
+from core.models import create_model
+
+PROBE = 64  # at most this many images per timed step: beyond, time grows about linearly with the batch
+TIMINGS_FILE = "timings.json"
+
+
+class EstimateUnavailable(RuntimeError):
+    """No timing is known for this model yet, and measuring now would time the run that is training too."""
+
+
+def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool) -> float:
+    """Seconds for one training step (or one inference batch) of `batch` 32x32 images, measured now."""
+    if batch > PROBE and device == "cpu":
+        return _measure(arch, resolution, PROBE, device, bf16, train) * batch / PROBE
+    dev = torch.device(device)
+    model = place(create_model(arch, 10, "", resolution, False), dev)  # as fit runs it
+    x = torch.rand(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        if train:
+            model.train()
+            with autocast(dev, bf16):
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            model.eval()
+            with torch.no_grad(), autocast(dev, bf16):
+                model(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up: the first call pays for kernel selection and memory
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    # The faster of two: a slow step (another process, the GC) does not count. Two warm-ups and the
+    # median of three gave the same times within 10% at 5/3 of the price, paid when the Train page opens.
+    return min(times)
+
+
+def _measure_head_step(dim: int, batch: int = 100) -> float:
+    """One optimiser step of a linear head on standardised features (what frozen methods train)."""
+    head = torch.nn.Linear(dim, 10)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, dim), torch.randint(0, 10, (batch,))
+
+    def steps(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            loss = F.cross_entropy(head(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t) / n
+
+    steps(5)  # the first steps allocate the optimiser's state: timed, they read 5x too slow
+    return steps(30)
+
+
+def _measure_graph(sizes: tuple[int, int], dim: int, k: int) -> tuple[float, float, float]:
+    """(quadratic, linear, fixed) seconds of label spreading on the k-NN graph of `dim`-long features:
+    the graph's similarity blocks grow with n^2; the whitening's covariance and the spreading's
+    iterations with n; the whitening's eigendecomposition (dim x dim) not at all."""
+    from core.methods.knn_graph import knn_graph, label_spread
+
+    t = time.perf_counter()
+    torch.linalg.eigh(torch.eye(dim, dtype=torch.float64) + 1e-3)
+    fixed = time.perf_counter() - t
+    times = []
+    for n in sizes:
+        feats = torch.randn(n, dim)
+        t = time.perf_counter()
+        label_spread(knn_graph(feats, k), torch.arange(10), 10)
+        times.append(max(time.perf_counter() - t - fixed, 0.0))
+    # t - fixed = a n^2 + b n at both sizes
+    a = (times[1] / sizes[1] - times[0] / sizes[0]) / (sizes[1] - sizes[0])
+    return max(a, 0.0), max((times[0] - a * sizes[0] ** 2) / sizes[0], 0.0), fixed
+
+
+class StepTimings:
+    """Measured step times, kept in memory and in cache_dir/timings.json, so that they are measured
+    once, at an idle moment: a timing taken while a run trains would time that run as well."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.path = Path(cache_dir) / TIMINGS_FILE if cache_dir else None
+        self.known: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.known = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+            except (ValueError, OSError, AttributeError):
+                self.known = {}  # a damaged file is measured again, never trusted
+
+    def get(self, arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool, busy: bool) -> float:
+        # "cl": timed in channels_last, as core.engine.device.place runs every model; older timings are retaken.
+        key = f"{torch.__version__}|cl|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}"
+        return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train))
+
+    def head_step(self, dim: int, busy: bool) -> float:
+        return self._known(f"{torch.__version__}|head|{dim}", busy, lambda: _measure_head_step(dim))
+
+    def graph(self, n: int, dim: int, k: int, busy: bool) -> float:
+        # Measured at up to 20,000 nodes: large enough that memory traffic counts as it will at 50,000
+        # (about 8 s in all, once, for 1,920-long features), and no larger than the pool itself.
+        big = max(400, min(n, 20_000))
+        sizes = (big // 4, big)
+        # "w": the whitened graph (core.methods.knn_graph.whitened); older timings are retaken.
+        ka, kb, kc = (f"{torch.__version__}|graph_w_{part}|{sizes}|{dim}|{k}" for part in ("n2", "n", "1"))
+        if any(key not in self.known for key in (ka, kb, kc)):
+            if busy:
+                raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
+            self.known[ka], self.known[kb], self.known[kc] = _measure_graph(sizes, dim, k)
+            self._save()
+        return self.known[ka] * n * n + self.known[kb] * n + self.known[kc]
+
+    def _known(self, key: str, busy: bool, measure) -> float:
+        if key not in self.known:
+            if busy:
+                raise EstimateUnavailable("a run is training: the estimate waits for an idle moment")
+            self.known[key] = measure()
+            self._save()
+        return self.known[key]
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.known))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # a read-only cache folder: the timings stay in memory
+
+
+@lru_cache(maxsize=8)
+def step_timings(cache_dir: str | None) -> StepTimings:
+    return StepTimings(Path(cache_dir) if cache_dir else None)
+
+
+def _measure_startup(cfg: TrainConfig) -> float:
+    t = time.perf_counter()
+    weights = cfg.weights if cfg.weights != "imagenet" else ""  # a download is not a cost of the run
+    create_model(cfg.arch, 10, weights, cfg.resolution, cfg.normalize)
+    return time.perf_counter() - t
+
+
+class MeasuredTiming:
+    """core.methods.base.Timing on this device, with the feature cache of `splits` in `cache_dir`."""
+
+    def __init__(
+        self, cfg: TrainConfig, splits: Splits | None = None, cache_dir: Path | None = None, busy: bool = False
+    ) -> None:
+        self.device = resolve_device(cfg.device)
+        self.bf16 = use_bf16(self.device, cfg.precision)
+        self.splits = splits
+        self.cache_dir = cache_dir
+        self.busy = busy
+        self.steps = step_timings(str(cache_dir) if cache_dir else None)
+
+    def train_step(self, arch: str, resolution: int, batch: int) -> float:
+        return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, True, self.busy)
+
+    def per_image(self, arch: str, resolution: int) -> float:
+        batch = 64 if self.device.type == "cpu" else 1024
+        return self.steps.get(arch, resolution, batch, str(self.device), self.bf16, False, self.busy) / batch
+
+    def head_step(self, dim: int) -> float:
+        return self.steps.head_step(dim, self.busy)
+
+    def graph(self, n: int, dim: int, k: int) -> float:
+        return self.steps.graph(n, dim, k, self.busy)
+
+    def startup(self, cfg: TrainConfig) -> float:
+        """Building the model and loading its weights (about a second for an ImageNet backbone)."""
+        key = f"{torch.__version__}|startup|{cfg.arch}|{bool(cfg.weights)}"
+        return self.steps._known(key, self.busy, lambda: _measure_startup(cfg))
+
+    def features_cached(self, cfg: TrainConfig, what: str) -> bool:
+        if self.splits is None or self.cache_dir is None:
+            return False
+        s = self.splits
+        if what == "labeled":
+            key = labeled_key(cfg, len(s.labeled_y))
+        elif what == "test":
+            key = ("test",)
+        else:
+            key = unlabeled_key(unlabeled_subset(s, cfg.n_unlabeled))
+        path = feature_path(self.cache_dir, feature_key(cfg, s.fingerprint, *key))
+        return path is not None and path.exists()
+
+
+def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None, busy: bool = False) -> float:
+    """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded). busy: a run
+    is training now, so an unknown step time raises EstimateUnavailable instead of being measured."""
+    sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x))
+    timing = MeasuredTiming(cfg, splits, cache_dir, busy)
+    return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)
+
+
+def final_pass_seconds(cfg: TrainConfig, n_test: int, cache_dir: Path | None = None) -> float | None:
+    """The final test pass of a run of cfg (for its share of the progress bar and the ETA): from step
+    timings measured at an idle moment, never measured now; None when they are not known yet."""
+    if not get_method(cfg.method).tests_images(cfg):
+        return 0.0  # a head on cached features
+    try:
+        return n_test * MeasuredTiming(cfg, None, cache_dir, busy=True).per_image(cfg.arch, cfg.resolution)
+    except EstimateUnavailable:
+        return None
