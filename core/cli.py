@@ -26,11 +26,11 @@ ALIASES = {"n_unlabeled": "unlabeled"}
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=[*list_methods(), "semi"], default="scratch",
-                   help="the method (core.methods.registry); 'semi' with --semi ALGO is the older spelling")  # fmt: skip
+    methods_help = "the method (core.methods.registry); 'semi' with --semi ALGO is the older spelling"
+    p.add_argument("--method", choices=[*list_methods(), "semi"], default="scratch", help=methods_help)
     p.add_argument("--semi", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--preset", default=None,
-                   help=f"one of {', '.join(list_presets())} (default: notebook where the method has one)")  # fmt: skip
+    presets_help = f"one of {', '.join(list_presets())} (default: the method's recommended one, as on the Train page)"
+    p.add_argument("--preset", default=None, help=presets_help)
     defaults = TrainConfig()
     for name, spec in FIELD_SPECS.items():
         if name == "method":
@@ -124,8 +124,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if method == "semi":  # the spelling before the method registry
         method = args.semi or "selftrain"
     overrides = {name: getattr(args, name) for name in FIELD_SPECS if name != "method"}
-    # Without --preset the CLI runs the notebook's recipe where the method has one (as it always has).
-    name = args.preset or ("notebook" if "notebook" in list_presets(method) else default_preset(method))
+    # Without --preset, the method's default preset, as on the Train page: the same experiment either way.
+    name = args.preset or default_preset(method)
     return preset(method, name, **overrides)
 
 

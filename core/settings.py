@@ -68,29 +68,59 @@ def _setting(variable: str, default: str, parse: Callable[[str, str], Any], help
 
 @dataclass(frozen=True)
 class Settings:
-    dataset: str = _setting("SMALLDATA_DATASET", "cifar10", _text,
-                            "cifar10 (torchvision's download into the data folder) or a folder dataset")  # fmt: skip
+    dataset: str = _setting(
+        "SMALLDATA_DATASET",
+        "cifar10",
+        _text,
+        "cifar10 (torchvision's download into the data folder) or a folder dataset",
+    )
     runs_dir: Path = _setting("SMALLDATA_RUNS_DIR", "runs", _path, "where runs are saved, one JSON file each")
-    weights_dir: Path = _setting("SMALLDATA_WEIGHTS_DIR", "weights", _path, ".pth state_dicts offered on the Train page")
+    weights_dir: Path = _setting(
+        "SMALLDATA_WEIGHTS_DIR", "weights", _path, ".pth state_dicts offered on the Train page"
+    )
     data_dir: Path = _setting("SMALLDATA_DATA_DIR", "data", _path, "where CIFAR-10 is downloaded")
-    cache_dir: Path = _setting("SMALLDATA_CACHE_DIR", "", _path,
-                               "decoded images, frozen features, step timings (default: the data folder's cache/)")  # fmt: skip
-    max_jobs: int = _setting("SMALLDATA_MAX_JOBS", "1", _positive_int,
-                             "jobs running at once; each worker gets cores / N torch threads")  # fmt: skip
-    executor: str = _setting("SMALLDATA_EXECUTOR", "process", _one_of("process", "ray"),
-                             "process (a worker process per job here) or ray (a Ray task per job)")  # fmt: skip
-    worker_linger_s: float = _setting("SMALLDATA_WORKER_LINGER", "60", _seconds,
-                                      "seconds a worker waits for a next job once its own are done")  # fmt: skip
-    launcher: str = _setting("SMALLDATA_LAUNCHER", "on", _one_of("on", "off"),
-                             "on: workers are forked by a launcher that imported torch once; off: new processes")  # fmt: skip
-    launcher_idle_s: float = _setting("SMALLDATA_LAUNCHER_IDLE", "600", _seconds,
-                                      "seconds the launcher stays after its last worker")  # fmt: skip
-    launcher_dir: Path = _setting("SMALLDATA_LAUNCHER_DIR", "", _path,
-                                  "the launcher's socket, pid and log (default: a folder of this user's in $TMPDIR)")  # fmt: skip
-    stack_seeds: str = _setting("SMALLDATA_STACK_SEEDS", "auto", _one_of("auto", "always", "never"),
-                                "auto: queued seeds of one recipe train stacked on a GPU; always (a CPU too); never")  # fmt: skip
-    plugins: tuple[str, ...] = _setting("SMALLDATA_PLUGINS", "", _names,
-                                        "modules imported at start, in the app and every worker (comma-separated)")  # fmt: skip
+    cache_dir: Path = _setting(
+        "SMALLDATA_CACHE_DIR",
+        "",
+        _path,
+        "decoded images, frozen features, step timings (default: the data folder's cache/)",
+    )
+    max_jobs: int = _setting(
+        "SMALLDATA_MAX_JOBS", "1", _positive_int, "jobs running at once; each worker gets cores / N torch threads"
+    )
+    executor: str = _setting(
+        "SMALLDATA_EXECUTOR",
+        "process",
+        _one_of("process", "ray"),
+        "process (a worker process per job here) or ray (a Ray task per job)",
+    )
+    worker_linger_s: float = _setting(
+        "SMALLDATA_WORKER_LINGER", "60", _seconds, "seconds a worker waits for a next job once its own are done"
+    )
+    launcher: str = _setting(
+        "SMALLDATA_LAUNCHER",
+        "on",
+        _one_of("on", "off"),
+        "on: workers are forked by a launcher that imported torch once; off: new processes",
+    )
+    launcher_idle_s: float = _setting(
+        "SMALLDATA_LAUNCHER_IDLE", "600", _seconds, "seconds the launcher stays after its last worker"
+    )
+    launcher_dir: Path = _setting(
+        "SMALLDATA_LAUNCHER_DIR",
+        "",
+        _path,
+        "the launcher's socket, pid and log (default: a folder of this user's in $TMPDIR)",
+    )
+    stack_seeds: str = _setting(
+        "SMALLDATA_STACK_SEEDS",
+        "auto",
+        _one_of("auto", "always", "never"),
+        "auto: queued seeds of one recipe train stacked on a GPU; always (a CPU too); never",
+    )
+    plugins: tuple[str, ...] = _setting(
+        "SMALLDATA_PLUGINS", "", _names, "modules imported at start, in the app and every worker (comma-separated)"
+    )
     ray_address: str = _setting("RAY_ADDRESS", "", _text, "with the ray executor: the cluster to join (unset: local)")
 
     def __post_init__(self) -> None:

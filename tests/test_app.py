@@ -89,6 +89,25 @@ def test_train_page_validates_and_starts_a_run_that_compare_lists(app_env):
     assert any("Test accuracy per configuration" in s.value for s in at.subheader)
 
 
+def test_an_experiment_run_from_the_cli_is_found_by_the_train_page(app_env, capsys):
+    """One identity per experiment: the CLI's run (with a field scratch never reads, --knn 5, and the
+    default preset, as the Train page's) is the Train page's cached result, not a run to start again."""
+    from core.cli import main
+
+    args = ["train", "--method", "scratch", "--arch", TINY, "--epochs", "1", "--warmup-epochs", "0", "--knn", "5",
+            "--n-labeled", "30", "--json"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    at = open_page("pages/train.py")  # scratch, recommended: the CLI's default preset too
+    at.selectbox(key="arch_scratch_recommended").select(TINY).run()
+    at.number_input(key="epochs_scratch_recommended").set_value(1)
+    at.number_input(key="warmup_epochs_scratch_recommended").set_value(0)
+    at.number_input(key="n_labeled_scratch_recommended").set_value(30).run()
+    assert not at.error, [e.value for e in at.error]
+    found = [s.value for s in at.success if "already run" in s.value]
+    assert found, "the Train page did not find the CLI's run"
+    assert at.button(key="start").label == "Run again with another seed"
+
+
 def test_compare_page_without_runs(app_env):
     at = open_page("pages/compare.py")
     assert any("No saved runs" in i.value for i in at.info)

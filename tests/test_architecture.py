@@ -111,15 +111,15 @@ def test_the_checks_find_a_cycle_and_an_upward_import(monkeypatch):
 
 
 def test_every_subpackage_says_what_it_holds_and_what_it_may_import():
-    """Each subpackage's __init__ docstring ends with the line 'May import: ...', which must name exactly
+    """Each subpackage's __init__ docstring has a paragraph 'May import: ...', which must name exactly
     the layers below it (so the sentence a newcomer reads is the rule this file checks)."""
     for init in sorted((ROOT / "core").glob("*/__init__.py")):
         package = module_name(init)
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc.split()) >= 8, f"{package}: its docstring should say what it holds"
-        lines = [line for line in doc.splitlines() if line.startswith("May import:")]
-        assert lines, f"{package}: the docstring has no 'May import:' line"
-        stated = {name.strip(" .") for name in lines[0].removeprefix("May import:").split(",") if name.strip(" .")}
+        assert "\nMay import:" in doc, f"{package}: the docstring has no 'May import:' paragraph"
+        paragraph = doc.split("\nMay import:", 1)[1].split("\n\n", 1)[0]
+        stated = {name.strip(" .\n") for name in paragraph.split(",") if name.strip(" .\n")}
         below = {top for layer in LAYERS[: layer_of(package)] for top in layer if top.count(".") == 1}
         assert stated == below or (stated == {"nothing of core"} and not below), (package, stated, below)
 

@@ -73,7 +73,7 @@ def test_env_vars_choose_dataset_and_runs_dir(dataset_dir, tmp_path, monkeypatch
     monkeypatch.setenv("SMALLDATA_DATASET", str(dataset_dir))
     monkeypatch.setenv("SMALLDATA_RUNS_DIR", str(tmp_path / "envruns"))
     monkeypatch.setenv("SMALLDATA_CACHE_DIR", str(tmp_path / "c"))
-    code = main(["train", "--arch", TINY, "--epochs", "1", "--n-labeled", "30", "--json"])
+    code = main(["train", "--preset", "notebook", "--arch", TINY, "--epochs", "1", "--n-labeled", "30", "--json"])
     assert code == 0, capsys.readouterr().err
     assert len(list((tmp_path / "envruns").glob("*.json"))) == 1
 
@@ -81,7 +81,17 @@ def test_env_vars_choose_dataset_and_runs_dir(dataset_dir, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_errors_are_one_line_without_traceback(tmp_path):
     """A real process: what it prints at import time counts too (every case runs in-process above)."""
-    out = run_cli("train", "--dataset", str(tmp_path / "missing"), "--epochs", "1", "--runs-dir", str(tmp_path / "r"))
+    out = run_cli(
+        "train",
+        "--preset",
+        "notebook",
+        "--dataset",
+        str(tmp_path / "missing"),
+        "--epochs",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "r"),
+    )
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -97,10 +107,13 @@ def test_sigkill_mid_training_keeps_every_earlier_run(dataset_dir, tmp_path, cap
     runs = tmp_path / "runs"
     common = ["--dataset", str(dataset_dir), "--runs-dir", str(runs), "--cache-dir", str(tmp_path / "c"),
               "--n-labeled", "30"]  # fmt: skip
-    assert main(["train", "--arch", TINY, "--epochs", "1", "--lr", "0.001", "--json", *common]) == 0
+    assert (
+        main(["train", "--preset", "notebook", "--arch", TINY, "--epochs", "1", "--lr", "0.001", "--json", *common])
+        == 0
+    )
     first = json.loads(capsys.readouterr().out)["run_id"]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    args = ["train", "--arch", TINY, "--epochs", "5000", "--lr", "0.001", *common]
+    args = ["train", "--preset", "notebook", "--arch", TINY, "--epochs", "5000", "--lr", "0.001", *common]
     proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # wait until it is really training
         if line.startswith("epoch"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
-from core.methods.registry import METHODS, list_presets, preset, validate
+from core.methods.registry import METHODS, canonical, experiment_hash, list_presets, preset, used_fields, validate
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +38,22 @@ def test_every_preset_of_every_method_is_valid():
         for p in method.presets:
             cfg = preset(name, p)  # validated inside
             assert cfg.method == name and cfg.preset == p
-            for field, value in method.presets[p].items():
-                assert getattr(cfg, field) == value, (name, p, field)
+            read = {*used_fields(name), *method.fixed}
+            for field, value in method.presets[p].items():  # what the method reads is the preset's value
+                assert getattr(cfg, field) == (value if field in read else getattr(TrainConfig(), field)), (name, p)
+
+
+def test_one_experiment_has_one_spelling_and_one_hash():
+    """Fields a method does not read, or that do nothing here, take their defaults: the CLI's
+    `--method scratch --knn 5` and the Train page's scratch (which never shows knn) are one experiment."""
+    plain = preset("scratch", "notebook")
+    noisy = preset("scratch", "notebook", knn=5, rounds=9, flip_features=True, momentum=0.5)  # momentum: Adam here
+    assert noisy == plain and noisy.config_hash() == plain.config_hash()
+    assert experiment_hash(noisy, "data-1") == experiment_hash(plain, "data-1") != experiment_hash(plain, "data-2")
+    assert canonical(plain.with_(knn=5)) == plain  # also for a config that was never validated
+    assert preset("scratch", "notebook", lr=0.01).config_hash() != plain.config_hash()  # a field it reads counts
+    spread = preset("labelspread", "recommended")
+    assert spread.finetune == "head" and canonical(spread.with_(finetune="all")).finetune == "head"  # its fixed value
 
 
 def test_notebook_preset_is_the_original_recipe():

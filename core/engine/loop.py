@@ -99,51 +99,110 @@ def train_loop(
 ) -> LoopResult:
     """cfg.epochs epochs over n_items in shuffled batches of cfg.batch_size; one history row per epoch.
     graph: the step may be replayed as a CUDA graph where core.engine.cudagraph.graphable says it can (the
-    step's only effects are its loss, backward and the optimiser step: no after_step)."""
+    step's only effects are its loss, backward and the optimiser step: no after_step). One network is one
+    lane of `train_lanes`."""
+    (result,) = train_lanes(
+        params, n_items, cfg, step_loss, seeds=[cfg.seed], device=device, set_train_mode=set_train_mode,
+        check=check and (lambda: [check()]), on_row=on_row and (lambda i, row: on_row(row)),
+        should_stop=should_stop and (lambda i: should_stop()), after_step=after_step, row_extras=row_extras,
+        graph=graph,
+    )  # fmt: skip
+    return result
+
+
+def train_lanes(
+    params: list[nn.Parameter],
+    n_items: int,
+    cfg: TrainConfig,
+    step_loss: StepLoss,
+    *,
+    seeds: list[int],
+    device: torch.device,
+    set_train_mode: Callable[[], None] = lambda: None,
+    check: Callable[[], list[float]] | None = None,
+    on_row: Callable[[int, dict[str, Any]], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    on_leave: Callable[[int], None] | None = None,
+    after_step: Callable[[], None] | None = None,
+    row_extras: Callable[[], dict[str, Any]] | None = None,
+    graph: bool = False,
+) -> list[LoopResult]:
+    """The loop, for one lane per seed: N networks stacked in params (core.runs.multiseed), or one.
+
+    Each lane has its own batch order (a generator seeded with its seed). step_loss gets the batch indices,
+    one row per lane ([lanes, batch]; a plain [batch] where there is one lane), and returns each lane's
+    loss and correct count ([lanes], or scalars for one lane). A lane that is stopped or diverges leaves
+    at that step (on_leave(i) is told, before the next step changes its weights); its loss no longer
+    reaches the gradient, and the others go on. check() gives each lane's test-subset accuracy."""
+    lanes = len(seeds)
     graphed, steps_per_epoch = None, max(1, math.ceil(n_items / cfg.batch_size))
 
     def lr_at(step: int) -> float:
         return cfg.lr * lr_factor(cfg, step, steps_per_epoch)
 
-    if graph and after_step is None and graphable(cfg, device, n_items):
+    if graph and lanes == 1 and after_step is None and graphable(cfg, device, n_items):
         lr = torch.tensor(cfg.lr, device=device)  # read on the device by each replay
         opt = make_optimizer(cfg, params, lr=lr, capturable=True)
         graphed = GraphedSteps(opt, lr, lr_at, step_loss, cfg.batch_size, device)
     opt, sched = (graphed.opt, None) if graphed else optimiser_and_schedule(cfg, params, n_items)
-    order_rng = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, Any]] = []
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    histories: list[list[dict[str, Any]]] = [[] for _ in seeds]
+    results: list[LoopResult | None] = [None] * lanes
+    alive = list(range(lanes))
+    mask = torch.ones(lanes, dtype=torch.bool, device=device)  # the lanes whose loss reaches the gradient
+
+    def leave(i: int, status: str, message: str) -> None:
+        results[i] = LoopResult(status, histories[i], message)
+        alive.remove(i)
+        mask[i] = False
+        if on_leave:
+            on_leave(i)
+
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         set_train_mode()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
+        loss_sum = torch.zeros(lanes, device=device)
+        correct = torch.zeros(lanes, device=device)
         seen = 0
         lr = lr_at(graphed.done) if graphed else opt.param_groups[0]["lr"]
-        for idx in torch.randperm(n_items, generator=order_rng).split(cfg.batch_size):
-            if should_stop and should_stop():
-                return LoopResult("stopped", history, stopped_message(epoch))
-            if len(idx) < 2 and n_items >= 2:
+        batches = zip(
+            *(torch.randperm(n_items, generator=order).split(cfg.batch_size) for order in orders), strict=True
+        )
+        for idxs in batches:
+            for i in [i for i in alive if should_stop and should_stop(i)]:
+                leave(i, "stopped", stopped_message(epoch))
+            if not alive:
+                break
+            if len(idxs[0]) < 2 and n_items >= 2:
                 continue  # BatchNorm cannot train on a batch of one
+            idx = (idxs[0] if lanes == 1 else torch.stack(idxs)).to(device)
             # A replay is loss, backward and step at once: there a NaN loss has already reached the weights.
-            loss, right = graphed.step(idx.to(device)) if graphed else step_loss(idx.to(device))
-            if not torch.isfinite(loss):  # one sync per step; cheap next to the step itself
-                return LoopResult("diverged", history, diverged_message(cfg, epoch))
+            loss, right = graphed.step(idx) if graphed else step_loss(idx)
+            finite = torch.isfinite(loss.detach().reshape(-1)).tolist()  # one sync per step, cheap next to it
+            for i in [i for i in alive if not finite[i]]:
+                leave(i, "diverged", diverged_message(cfg, epoch))
+            if not alive:
+                break
             if not graphed:
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # Lanes are independent: the sum's gradient is each lane's own.
+                (loss if lanes == 1 else torch.where(mask, loss, 0.0).sum()).backward()
                 opt.step()
                 sched.step()
             if after_step:
                 after_step()
-            loss_sum += loss.detach() * len(idx)
-            correct += right
-            seen += len(idx)
-        row = epoch_row(epoch, float(loss_sum), float(correct), seen, lr, time.perf_counter() - start)
-        if row_extras:
-            row |= row_extras()
-        if check and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-            row["test_acc"] = check()
-        history.append(row)
-        if on_row:
-            on_row(row)
-    return LoopResult("finished", history)
+            loss_sum += loss.detach().reshape(-1) * len(idxs[0])
+            correct += right.reshape(-1)
+            seen += len(idxs[0])
+        if not alive:
+            break
+        seconds = time.perf_counter() - start
+        extras = row_extras() if row_extras else {}
+        tested = check() if check and cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
+        for i in alive:
+            row = epoch_row(epoch, float(loss_sum[i]), float(correct[i]), seen, lr, seconds) | extras
+            row["test_acc"] = tested[i] if tested else row["test_acc"]
+            histories[i].append(row)
+            if on_row:
+                on_row(i, row)
+    return [result or LoopResult("finished", histories[i]) for i, result in enumerate(results)]

@@ -1,4 +1,5 @@
-"""`Supervisor` runs the jobs of the SQLite queue (core.jobs.queue) in worker processes (core.jobs.worker), or as Ray tasks.
+"""`Supervisor` runs the jobs of the SQLite queue (core.jobs.queue) in worker processes (core.jobs.worker),
+or as Ray tasks.
 
 The server never trains: it queues, reads progress and asks for stops. At most `max_running` jobs
 train at once (default one), each worker with its share of the cores; the rest wait, first come first

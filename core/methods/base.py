@@ -170,6 +170,9 @@ class Method:
     fields: tuple[str, ...] = ()  # the config fields this method reads (besides n_labeled, seed, device)
     presets: dict[str, dict[str, Any]] = {}  # name -> the config fields it sets
     needs_unlabeled: bool = False
+    # Values this method always runs with, whatever else is asked (its `check` refuses others): an
+    # experiment's identity (core.methods.registry.canonical) holds them.
+    fixed: dict[str, Any] = {}
 
     def check(self, cfg: TrainConfig) -> None:
         """Raise core.config.ConfigError for combinations this method cannot run."""

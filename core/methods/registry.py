@@ -7,10 +7,11 @@ page all read this registry.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, TrainConfig, check_fields, is_used
+from core.config import FIELD_SPECS, ConfigError, TrainConfig, check_fields, is_used
 from core.data.pipelines import parse_pipeline
 from core.methods.base import Method
 from core.methods.fixmatch import FixMatch
@@ -56,8 +57,34 @@ def used_fields(method: str) -> tuple[str, ...]:
     return (*get_method(method).fields, *ALWAYS)
 
 
+DEFAULTS = TrainConfig()
+# Not part of what an experiment is: the method is its name, the preset a label, keep_weights a storage option.
+NOT_RESET = ("method", "preset", "keep_weights")
+
+
+def canonical(cfg: TrainConfig) -> TrainConfig:
+    """The experiment cfg describes, in one spelling: every field the method does not read, or that has no
+    effect here (its "used when" rule), takes its default, and the method's fixed values are set. So
+    `--method scratch --knn 5` from the CLI is the same experiment, with the same hash, as scratch started
+    on the Train page, which never shows knn."""
+    method = get_method(cfg.method)
+    read = set(used_fields(cfg.method)) | set(NOT_RESET)
+    unread = {n: getattr(DEFAULTS, n) for n in FIELD_SPECS if n not in read}
+    out = cfg.with_(**(unread | method.fixed))
+    idle = {n: getattr(DEFAULTS, n) for n in FIELD_SPECS if n not in NOT_RESET and not is_used(n, out)}
+    out = out.with_(**idle)
+    return cfg if out == cfg else out
+
+
+def experiment_hash(cfg: TrainConfig, fingerprint: str) -> str:
+    """What identifies an experiment: the fields the method reads (canonical) and the dataset it ran on."""
+    blob = f"{canonical(cfg).config_hash()}|{fingerprint}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise ConfigError naming the field, its value and what is accepted; return cfg when it is sound."""
+    """Raise ConfigError naming the field, its value and what is accepted; return cfg when it is sound, in its
+    canonical spelling (the same experiment from the CLI or the app is the same config)."""
     method = get_method(cfg.method)
     check_fields(cfg)
     if cfg.arch not in list_models():
@@ -83,7 +110,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             "whiten_stem=True would overwrite the first layer of the pretrained weights: clear one of them"
         )
-    return cfg
+    return canonical(cfg)
 
 
 def list_presets(method: str | None = None) -> list[str]:

@@ -24,6 +24,7 @@ class FrozenSemi(Method):
 
     unit = "round"
     needs_unlabeled = True
+    fixed = {"finetune": "head"}
 
     def check(self, cfg: TrainConfig) -> None:
         if not cfg.weights:

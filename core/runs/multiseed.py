@@ -33,8 +33,7 @@ from core.config import ConfigError, TrainConfig
 from core.data.augment import BatchAugment
 from core.data.splits import Splits
 from core.engine.device import autocast, environment, resolve_device, use_bf16
-from core.engine.loop import diverged_message, epoch_row, stopped_message
-from core.engine.optim import optimiser_and_schedule
+from core.engine.loop import train_lanes
 from core.engine.predict import eval_subset, predict
 from core.engine.stacked import RngState, StackingUnsupported, plain_batch_norm
 from core.methods.base import Outcome, RunContext, finish
@@ -149,107 +148,70 @@ def train_stacked(
     on_row: SeedRowFn | None = None,
     should_stop: SeedStopFn | None = None,
 ) -> None:
-    """core.engine.loop.train_loop for the whole group at once: each seed's status, history and (when it left
-    early) weights end up in its Seed; the others' weights are written back into their networks."""
+    """The engine's loop (core.engine.loop.train_lanes) for the whole group at once, one lane per seed,
+    with a vmapped step: each seed's status, history and (when it left early) weights end up in its Seed;
+    the others' weights are written back into their networks."""
     cfg, n = group[0].cfg, len(group)
     base = group[0].model  # its structure runs every seed's weights (functional_call)
     params, buffers = stack_module_state([seed.model for seed in group])
-    n_items = len(splits.labeled_y)
-    opt, sched = optimiser_and_schedule(cfg, [p for p in params.values() if p.requires_grad], n_items)
     augment = BatchAugment(cfg.augment, len(splits.classes))
     inputs, targets = splits.labeled_x.to(device), splits.labeled_y.to(device)
     subset = eval_subset(len(splits.test_y), cfg.eval_subset)
+    # On a GPU, BatchNorm runs in plain operations (batch_norm_in_plain_ops) and the stacked step in
+    # float32; its test passes stay bf16.
+    on_gpu = device.type == "cuda"
+    train_bf16 = bf16 and not on_gpu
+    steps = [0]
 
     def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(base, (p, b), (x,))
 
-    def leave(i: int, status: str, message: str) -> None:
-        seed = group[i]
-        seed.status, seed.message = status, message
-        seed.kept = {name: t[i].detach().clone() for name, t in (params | buffers).items()}
+    def step_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """idx: [seeds, batch] -> each seed's loss and correct count, each seed's images augmented as alone."""
+        xs, ys = [], []
+        for seed, rows in zip(group, idx, strict=True):
+            with seed.rng.active():
+                x, y = augment(inputs[rows], targets[rows])
+            xs.append(x)
+            ys.append(y)
+        x, y = torch.stack(xs), torch.stack(ys)
+        with autocast(device, train_bf16):
+            logits = vmap(forward)(params, buffers, x).float()
+        per_item = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1), label_smoothing=cfg.label_smoothing,
+                                   reduction="none")  # fmt: skip
+        hard = y.argmax(-1) if y.dim() == 3 else y  # MixUp/CutMix give soft targets
+        return per_item.view(n, -1).mean(1), (logits.argmax(-1) == hard).sum(1)
 
     def check() -> list[float]:
-        """Each seed's accuracy on the test subset: engine.predict of all seeds at once (images x seeds x classes)."""
+        """Each seed's accuracy on the test subset: predict of all seeds at once (images x seeds x classes)."""
         base.eval()
         logits = predict(lambda x: vmap(forward, in_dims=(0, 0, None))(params, buffers, x).transpose(0, 1),
                          splits.test_x[subset], device, bf16)  # fmt: skip
         return (logits.argmax(-1) == splits.test_y[subset][:, None]).float().mean(0).tolist()
 
+    def leave(i: int) -> None:
+        group[i].kept = {name: t[i].detach().clone() for name, t in (params | buffers).items()}
+
+    def count_step() -> None:
+        steps[0] += 1
+
     # vmap has no batching rule for the in-place as_strided_ inside adaptive pooling and says so on every
     # call; it falls back to a loop over seeds for that one small op.
     warnings.filterwarnings("ignore", message=".*batching rule for aten::as_strided_", category=UserWarning)
-    # On a GPU, BatchNorm runs in plain operations (batch_norm_in_plain_ops) and the stacked step in
-    # float32; its test passes stay bf16.
-    on_gpu = device.type == "cuda"
-    train_bf16 = bf16 and not on_gpu
-    steps = 0
-    alive = list(range(n))
-    start = time.perf_counter()
     with plain_batch_norm(base, on_gpu):  # the whole run, its test checks too
-        for epoch in range(1, cfg.epochs + 1):
-            set_train_mode(base, cfg.finetune)
-            loss_sum = torch.zeros(n, device=device)
-            correct = torch.zeros(n, device=device)
-            seen = 0
-            lr = opt.param_groups[0]["lr"]
-            orders = [torch.randperm(n_items, generator=seed.order).split(cfg.batch_size) for seed in group]
-            for idxs in zip(*orders, strict=True):
-                for i in list(alive):
-                    if should_stop and should_stop(i):
-                        leave(i, "stopped", stopped_message(epoch))
-                        alive.remove(i)
-                if not alive:
-                    break
-                if len(idxs[0]) < 2 and n_items >= 2:
-                    continue  # BatchNorm cannot train on a batch of one
-                xs, ys = [], []
-                for seed, idx in zip(group, idxs, strict=True):
-                    with seed.rng.active():
-                        x, y = augment(inputs[idx.to(device)], targets[idx.to(device)])
-                    xs.append(x)
-                    ys.append(y)
-                x, y = torch.stack(xs), torch.stack(ys)
-                try:  # forward and backward: where a device without stacking support fails, before any step
-                    with autocast(device, train_bf16):
-                        logits = vmap(forward)(params, buffers, x).float()
-                    per_item = F.cross_entropy(logits.flatten(0, 1), y.flatten(0, 1),
-                                               label_smoothing=cfg.label_smoothing, reduction="none")  # fmt: skip
-                    losses = per_item.view(n, -1).mean(1)
-                    finite = torch.isfinite(losses).tolist()  # one sync per step, as alone
-                    for i in list(alive):
-                        if not finite[i]:
-                            leave(i, "diverged", diverged_message(cfg, epoch))
-                            alive.remove(i)
-                    if not alive:
-                        break
-                    mask = torch.zeros(n, dtype=torch.bool, device=device)
-                    mask[alive] = True
-                    opt.zero_grad(set_to_none=True)
-                    torch.where(mask, losses, 0.0).sum().backward()  # seeds are independent: each its own gradient
-                except RuntimeError as err:
-                    if steps == 0:  # nothing has trained yet: the caller can fall back
-                        raise StackingUnsupported(str(err)) from err
-                    raise
-                steps += 1
-                opt.step()
-                sched.step()
-                hard = y.argmax(-1) if y.dim() == 3 else y  # MixUp/CutMix give soft targets
-                loss_sum += losses.detach() * len(idxs[0])
-                correct += (logits.argmax(-1) == hard).sum(1)
-                seen += len(idxs[0])
-            if not alive:
-                break
-            tested = check() if cfg.eval_every and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs) else None
-            seconds = time.perf_counter() - start
-            for i in alive:
-                row = epoch_row(epoch, float(loss_sum[i]), float(correct[i]), seen, lr, seconds)
-                row["test_acc"] = tested[i] if tested else None
-                group[i].history.append(row)
-                if on_row:
-                    on_row(i, row)
-    for i, seed in enumerate(group):
-        if seed.status == "running":
-            seed.status = "finished"
+        try:
+            results = train_lanes(
+                [p for p in params.values() if p.requires_grad], len(splits.labeled_y), cfg, step_loss,
+                seeds=[seed.cfg.seed for seed in group], device=device,
+                set_train_mode=lambda: set_train_mode(base, cfg.finetune), check=check, on_row=on_row,
+                should_stop=should_stop, on_leave=leave, after_step=count_step,
+            )  # fmt: skip
+        except RuntimeError as err:  # where a device cannot stack, the first forward or backward fails
+            if steps[0] == 0:  # nothing has trained yet: the caller can fall back
+                raise StackingUnsupported(str(err)) from err
+            raise
+    for i, (seed, result) in enumerate(zip(group, results, strict=True)):
+        seed.status, seed.message, seed.history = result.status, result.message, result.history
         state = seed.kept or {name: t[i].detach() for name, t in (params | buffers).items()}
         with torch.no_grad():
             for name, tensor in (*seed.model.named_parameters(), *seed.model.named_buffers()):

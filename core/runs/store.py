@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import torch
 
 from core import settings
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
+from core.methods.registry import experiment_hash
 from core.runs.record import RUN_ID, RecordError, RunRecord
 
 if TYPE_CHECKING:
@@ -179,11 +180,18 @@ class RunStore:
             raise StoreError(f"{path}: {err}: delete it") from None
 
     def find(self, cfg: TrainConfig, fingerprint: str) -> RunRecord | None:
-        """A finished run of exactly this config (seed included) on this dataset, if one is saved."""
-        h = cfg.config_hash()
+        """A finished run of this experiment (seed included) on this dataset, if one is saved: the fields
+        the method reads decide (core.methods.registry.experiment_hash), so the CLI's and the app's spellings
+        of one experiment find each other, and so do runs saved before configs were canonical."""
+        wanted = experiment_hash(cfg, fingerprint)
         for r in self.runs():
-            if r.config_hash == h and r.status == "finished" and r.dataset.get("fingerprint") == fingerprint:
-                return r
+            if r.status != "finished" or r.dataset.get("fingerprint") != fingerprint:
+                continue
+            try:
+                if experiment_hash(r.config, fingerprint) == wanted:
+                    return r
+            except ConfigError:  # a method this process does not know (a plug-in not loaded)
+                continue
         return None
 
     # ---- export and import
