@@ -197,7 +197,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from core.jobs.progress import job_fraction
     from core.jobs.queue import JobQueue, default_queue_path
 
-    jobs = JobQueue(default_queue_path(_runs_dir(args))).jobs()
+    queue = JobQueue(default_queue_path(_runs_dir(args)))
+    queue.reap()  # a worker killed with no server running: its job shows interrupted, not running forever
+    jobs = queue.jobs()
     rows = [{"job": j.job_id, "kind": j.kind, "state": j.state, "method": j.cfg.method,
              "progress": round(job_fraction(j), 3), "note": j.note, "run_id": j.run_id, "message": j.message}
             for j in jobs]  # fmt: skip

@@ -173,26 +173,26 @@ def test_the_next_start_goes_to_the_worker_that_waits_for_it(dataset_dir, tmp_pa
     assert reg.wait(timeout=120)
     worker = reg._procs[first.job_id]
     assert worker.poll() is None  # done with its job, and waiting
-    t = time.time()
     second = reg.submit(TrainConfig(**QUICK, seed=1))
     assert reg.wait(timeout=120)
     assert reg.get(second.job_id).state == "finished" and reg.get(second.job_id).pid == worker.pid
     assert list(reg._procs) == [first.job_id]  # no second process was started
-    assert reg.get(second.job_id).started - t < 2.0  # claimed at once, not after a start-up
 
 
 @pytest.mark.slow
-def test_stop_takes_effect_within_two_seconds(dataset_dir, tmp_path, registries):
-    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
+def test_stop_ends_a_running_job_which_is_saved_as_stopped(dataset_dir, tmp_path, registries):
+    """How soon is the benchmark's figure (benchmarks/bench_jobs.py stop_latency); here: it stops by itself
+    (the worker, not the supervisor's grace-period kill) long before its 10,000 epochs, saved as stopped."""
+    reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache",
+                     grace_s=3600)  # fmt: skip
     job = reg.submit(TrainConfig(**LONG))
     assert wait_for(lambda: len(reg.get(job.job_id).history) >= 1)
-    t = time.time()
     assert reg.stop(job.job_id) == "stopping"
-    assert wait_for(lambda: reg.get(job.job_id).done, timeout=10)
-    assert time.time() - t < 2.0
+    assert wait_for(lambda: reg.get(job.job_id).done, timeout=60)
     done = reg.get(job.job_id)
     saved = reg.store.load(done.run_id)
     assert done.state == saved.status == "stopped" and saved.metrics.partial
+    assert "by request" in saved.message and len(saved.history) < LONG["epochs"]
 
 
 @pytest.mark.slow
@@ -208,11 +208,77 @@ def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir,
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (sleeper.pid, job_id))
     q.request_stop(job_id)
-    time.sleep(1.2)
+    reg.tick()  # within the grace period: the worker is left alone
+    assert sleeper.poll() is None
+    with sqlite3.connect(q.path) as db:  # Stop was asked 10 s ago, past the grace period of 1 s
+        db.execute("UPDATE jobs SET stop_requested = stop_requested - 10 WHERE id = ?", (job_id,))
     reg.tick()  # past the grace period: the worker is killed
     assert sleeper.wait(timeout=10) == -signal.SIGKILL
     reg.tick()  # its job is saved as stopped, with what it had
     assert q.get(job_id).state == "stopped" and reg.store.load(q.get(job_id).run_id).status == "stopped"
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_queue_reaps_the_jobs_of_dead_workers_and_their_runs_are_saved_once(tmp_path):
+    """Without any server: a claim (or a listing) ends the jobs whose worker is gone, on this host by its
+    pid, elsewhere by its heartbeat, and leaves the live ones alone; a run record is written once."""
+    from core.jobs.reaping import write_pending_records
+
+    q = JobQueue(default_queue_path(tmp_path / "runs"))
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(5)]
+    for job_id in ids[:4]:
+        q.claim(job_id)
+    q.add_row(ids[0], {"index": 1, "unit": "epoch", "seconds": 1.0})
+    q.request_stop(ids[1])
+    with sqlite3.connect(q.path) as db:
+        db.execute("UPDATE jobs SET pid = ? WHERE id IN (?, ?)", (dead_pid(), ids[0], ids[1]))  # died here
+        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (time.time() - 600, ids[2]))
+        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (time.time(), ids[3]))
+    assert q.claim().job_id == ids[4]  # the claim reaped first
+    states = {j.job_id: j.state for j in q.jobs()}
+    assert [states[i] for i in ids] == ["interrupted", "stopped", "interrupted", "running", "running"]
+    assert q.reap() == []  # nothing twice
+    store = RunStore(tmp_path / "runs")
+    written = write_pending_records(q, store)
+    assert len(written) == 3 and write_pending_records(q, store) == []  # once
+    saved = store.load(q.get(ids[0]).run_id)
+    assert saved.status == "interrupted" and len(saved.history) == 1 and "killed" in saved.message
+    assert store.load(q.get(ids[1]).run_id).status == "stopped"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_with_no_server_shows_interrupted_in_the_next_jobs_listing(dataset_dir, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from core.cli import main
+
+    runs = tmp_path / "runs"
+    q = JobQueue(default_queue_path(runs))
+    job_id = q.submit(TrainConfig(**LONG), str(dataset_dir))
+    env = os.environ | {"PYTHONPATH": str(ROOT), "SMALLDATA_CACHE_DIR": str(tmp_path / "cache")}
+    worker = subprocess.Popen([sys.executable, "-m", "core", "worker", "--once", "--runs-dir", str(runs)], env=env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert wait_for(lambda: len(q.get(job_id).history) >= 2, timeout=120)
+    finally:
+        worker.kill()  # SIGKILL: nothing of the worker's own runs after this
+        worker.wait()
+    assert main(["jobs", "--json", "--runs-dir", str(runs)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(j["job"], j["state"]) for j in listed] == [(job_id, "interrupted")]
+    q.submit(TrainConfig(**QUICK), str(dataset_dir))
+    assert work(q.path, once=True, cache_dir=tmp_path / "cache") == 1  # the next worker saves the dead one's run
+    saved = RunStore(runs).load(q.get(job_id).run_id)
+    assert saved.status == "interrupted" and len(saved.history) >= 2
 
 
 RAY_DRIVER = """

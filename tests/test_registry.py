@@ -8,7 +8,7 @@ import torch
 
 from core.config import ConfigError, TrainConfig
 from core.methods.base import Method, Outcome, RunContext, finish
-from core.methods.registry import get_method, list_methods, preset, register, unregister, validate
+from core.methods.registry import default_preset, get_method, list_methods, preset, register, unregister, validate
 from core.runs.train import fit
 from tests.conftest import TINY
 
@@ -135,62 +135,98 @@ def test_a_whitened_stem_needs_a_patch_stem_and_random_weights(checkpoint):
         preset("scratch", "recommended", arch="resnet18_cifar", whiten_stem=True)
 
 
-class CountingTiming:
-    """A Timing with round numbers, which writes down what each estimate asked it."""
+class UnitTiming:
+    """A Timing in which one kind of work costs 1 and every other costs nothing: an estimate made with it
+    is the count of that work (images through the network, head steps, network steps, graphs) that the
+    estimate expects."""
 
-    def __init__(self) -> None:
-        self.heads, self.graphs, self.steps = [], [], []
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
     def train_step(self, arch, resolution, batch):
-        self.steps.append(batch)
-        return 0.0 if batch < 50 else 0.5
+        return float(self.kind == "train_steps")
 
     def per_image(self, arch, resolution):
-        return 0.01
+        return float(self.kind == "images")
 
     def features_cached(self, cfg, what):
-        return what != "unlabeled"
+        return False  # the runs below start with an empty cache
 
     def head_step(self, dim):
-        self.heads.append(dim)
-        return 0.001
+        return float(self.kind == "head_steps")
 
     def graph(self, n, dim, k):
-        self.graphs.append((n, dim, k))
-        return 7.0
+        return float(self.kind == "graphs")
 
 
-def test_semi_estimates_count_each_round_on_its_own_pool():
+def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
+    """The work a real run does, counted where it happens: images through the backbone (feature extraction
+    and test passes), steps of a linear head, steps of a whole network, kNN graphs built."""
+    import core.methods.base as base
+    import core.methods.frozen as frozen
+    import core.methods.labelspread as labelspread
+    import core.methods.scratch as scratch
+    import core.methods.spreadtune as spreadtune
+    from core.runs.train import fit
+
+    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0}
+    real_extract, real_predict, real_graph = frozen.extract, base.predict, labelspread.knn_graph
+
+    def extract(model, images, **kw):
+        counts["images"] += len(images) * (2 if kw.get("flip") else 1)
+        return real_extract(model, images, **kw)
+
+    def predict(forward, inputs, *args, **kw):
+        if inputs.dtype == torch.uint8:  # images through the network; a head's predictions on features cost nothing
+            counts["images"] += len(inputs) * (2 if getattr(forward, "flip_test", False) else 1)  # and its mirror
+        return real_predict(forward, inputs, *args, **kw)
+
+    def graph(features, k, **kw):
+        counts["graphs"] += 1
+        return real_graph(features, k, **kw)
+
+    def counted_loop(real, kind):
+        def loop(params, n_items, cfg, step_loss, **kw):
+            def step(idx):
+                counts[kind] += 1
+                return step_loss(idx)
+
+            return real(params, n_items, cfg, step, **kw)
+
+        return loop
+
+    monkeypatch.setattr(frozen, "extract", extract)
+    monkeypatch.setattr(base, "predict", predict)
+    monkeypatch.setattr(labelspread, "knn_graph", graph)
+    monkeypatch.setattr(frozen, "train_loop", counted_loop(frozen.train_loop, "head_steps"))
+    monkeypatch.setattr(spreadtune, "train_loop", counted_loop(spreadtune.train_loop, "train_steps"))
+    monkeypatch.setattr(scratch, "train_loop", counted_loop(scratch.train_loop, "train_steps"))
+    record = fit(cfg, splits, cache_dir=cache_dir)
+    assert record.status == "finished", record.message
+    return counts
+
+
+@pytest.mark.parametrize(
+    "method, overrides",
+    [
+        ("scratch", dict(weights="", epochs=6, batch_size=8, eval_every=2, eval_subset=20, flip_test=True)),
+        ("transfer", dict(epochs=5, batch_size=7, augment="hflip", flip_features=True)),
+        ("transfer", dict(finetune="last", epochs=3, batch_size=8, eval_every=1, eval_subset=10, flip_test=False)),
+        ("selftrain", dict(rounds=3, per_class=4, n_unlabeled=40, epochs=3, batch_size=8)),
+        ("labelspread", dict(rounds=1, per_class=5, knn=3, epochs=4, batch_size=9)),
+        ("spreadtune", dict(per_class=6, knn=3, n_unlabeled=50, epochs=2, batch_size=7, mu=2, eval_every=0,
+                            ema=0.0, flip_test=False)),
+    ],
+)  # fmt: skip
+def test_a_semi_estimate_counts_the_work_its_run_does(method, overrides, splits, checkpoint, tmp_path, monkeypatch):
+    """Each estimate against a real run of its method on the synthetic data: the images it puts through the
+    network, the head and network steps it takes and the graphs it builds, counted as the run does them
+    (so an estimate that forgets a phase, or assumes CIFAR's 10 classes, fails here)."""
     from core.methods.base import DataSizes
-    from core.models import feature_dim
 
-    sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)
-    # self-training: round r refits on the 100 labeled images plus r * 40 per class (core.methods.selftrain.curriculum)
-    cfg = TrainConfig(method="selftrain", arch=TINY, weights="x.pth", epochs=2, batch_size=100, rounds=3,
-                      per_class=40, n_unlabeled=2000, flip_features=False)  # fmt: skip
-    timing = CountingTiming()
-    batches = sum(-(-(100 + r * 400) // 100) for r in (1, 2, 3)) + 1  # + round 0, the probe on 100
-    expected = 2000 * 0.01 + 2 * batches * 0.001
-    assert get_method("selftrain").estimate(cfg, sizes, timing) == pytest.approx(expected)
-    assert set(timing.heads) == {feature_dim(TINY)}
-    # label spreading adds the graph over the labeled and pooled images, with the config's k
-    timing = CountingTiming()
-    spread = cfg.with_(method="labelspread", rounds=1, knn=7)
-    batches = -(-(100 + 400) // 100) + 1
-    assert get_method("labelspread").estimate(spread, sizes, timing) == pytest.approx(20 + 2 * batches * 0.001 + 7)
-    assert timing.graphs == [(2100, feature_dim(TINY), 7)]
-
-
-def test_spreadtune_estimate_counts_the_teacher_and_the_student():
-    from core.methods.base import DataSizes
-    from core.models import feature_dim
-
-    sizes = DataSizes(labeled=100, test=1000, unlabeled=5000)
-    cfg = TrainConfig(method="spreadtune", arch=TINY, weights="x.pth", finetune="all", n_unlabeled=2000, per_class=30,
-                      knn=9, epochs=3, batch_size=70, mu=7, eval_every=0, flip_test=False)  # fmt: skip
-    timing = CountingTiming()
-    teacher = 2000 * 0.01 * 2  # the pool's features, flip-averaged (the labeled images' are cached)
-    student = 3 * -(-300 // 70) * 0.5  # 3 epochs over 30 per class, steps of 70 + 10 labeled images
-    expected = teacher + 7.0 + student + 1000 * 0.01  # + the graph + the test pass
-    assert get_method("spreadtune").estimate(cfg, sizes, timing) == pytest.approx(expected)
-    assert timing.graphs == [(2100, feature_dim(TINY), 9)] and timing.steps == [80]
+    cfg = preset(method, default_preset(method), **dict(arch=TINY, weights=checkpoint, resolution=32, normalize=False,
+                 flip_features=False, device="cpu", n_labeled=30) | overrides)  # fmt: skip
+    sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x), len(splits.classes))
+    done = count_work(monkeypatch, cfg, splits, tmp_path / "cache")
+    expected = {kind: get_method(method).estimate(cfg, sizes, UnitTiming(kind)) for kind in done}
+    assert expected == pytest.approx(done), (expected, done)

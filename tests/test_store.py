@@ -67,28 +67,56 @@ def test_corrupt_truncated_and_foreign_files_are_skipped_with_warnings(tmp_path)
     assert len(store.warnings) == 3 and any("truncated.json" in w for w in store.warnings)
 
 
+# A child that rewrites the same runs over and over, each with a long history (about a megabyte), so that
+# most of its time is spent inside a write: a kill or a reader then lands mid-write.
+REWRITER = (
+    "import sys; sys.path.insert(0, '.');"
+    "from tests.test_store import record; from core.runs.store import RunStore;"
+    "s = RunStore(sys.argv[1]); names = sys.argv[2].split(','); i = 0\n"
+    "while i < int(sys.argv[3]):\n"
+    "    r = record(names[i % len(names)], test_acc=(i % 7) / 10); r.history = r.history * 8000; s.save(r); i += 1\n"
+)
+
+
+def start_rewriter(root, names: list[str], times: int = 10**9) -> subprocess.Popen:
+    cwd = os.path.dirname(os.path.dirname(__file__))
+    return subprocess.Popen([sys.executable, "-c", REWRITER, str(root), ",".join(names), str(times)], cwd=cwd)
+
+
+# Rewrites one saved run through the store's own writer, in small slow pieces, and says (a marker file)
+# when it is half way: the parent then kills it in the middle of the write, not between two writes.
+SLOW_REWRITE = (
+    "import json, sys, time; from pathlib import Path; sys.path.insert(0, '.');"
+    "from tests.test_store import record; from core.runs.store import RunStore;"
+    "s = RunStore(sys.argv[1]); r = record(sys.argv[2], test_acc=0.9); r.history = r.history * 4000;"
+    "text = json.dumps(r.to_dict()).encode()\n"
+    "def slowly(f):\n"
+    "    for i in range(0, len(text), 4096):\n"
+    "        f.write(text[i:i + 4096]); f.flush()\n"
+    "        if i >= len(text) // 2: Path(sys.argv[3]).touch()\n"
+    "        time.sleep(0.002)\n"
+    "s._write_atomically(s.record_path(sys.argv[2]), slowly)\n"
+)
+
+
 @pytest.mark.slow
 def test_crash_mid_write_loses_nothing(tmp_path):
-    """A child process is killed with SIGKILL while it saves runs in a loop; every finished file loads."""
-    store = RunStore(tmp_path)
-    for i in range(3):
-        store.save(record(f"early{i}"))
-    code = (
-        "import sys, time; sys.path.insert(0, '.');"
-        "from tests.test_store import record; from core.runs.store import RunStore;"
-        f"s = RunStore({str(tmp_path)!r}); i = 0\n"
-        "while True:\n"
-        "    r = record(f'late{i % 5}'); r.history = r.history * 2000; s.save(r); i += 1\n"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)))
-    time.sleep(2.5)
+    """A child is killed with SIGKILL half way through rewriting a saved run: the run is still whole, as it
+    was (a writer that writes in place leaves it truncated, and this test fails)."""
+    store = RunStore(tmp_path / "runs")
+    store.save(record("kept", test_acc=0.25))
+    marker = tmp_path / "half-way"
+    cwd = os.path.dirname(os.path.dirname(__file__))
+    child = subprocess.Popen([sys.executable, "-c", SLOW_REWRITE, str(store.root), "kept", str(marker)], cwd=cwd)
+    deadline = time.time() + 60
+    while not marker.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert marker.exists(), "the child never got half way"
     child.kill()
     child.wait()
-    runs = RunStore(tmp_path).runs()
-    ids = {r.run_id for r in runs}
-    assert {"early0", "early1", "early2"} <= ids
-    assert all(r.status == "finished" for r in runs)
-    assert RunStore(tmp_path).warnings == []  # a half-written temp file is never a .json
+    after = RunStore(store.root)
+    assert [r.run_id for r in after.runs()] == ["kept"] and after.warnings == []
+    assert after.load("kept").metrics.test_acc == 0.25  # the old version, whole
 
 
 def test_ids_cannot_escape_the_runs_folder(tmp_path):
@@ -136,16 +164,18 @@ def test_tables(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_saving_at_once_lose_nothing(tmp_path):
-    code = (
-        "import sys; sys.path.insert(0, '.');"
-        "from tests.test_store import record; from core.runs.store import RunStore;"
-        f"s = RunStore({str(tmp_path)!r})\n"
-        "for i in range(25):\n"
-        "    s.save(record(f'{sys.argv[1]}{i}'))\n"
-    )
-    root = os.path.dirname(os.path.dirname(__file__))
-    procs = [subprocess.Popen([sys.executable, "-c", code, name], cwd=root) for name in ("left", "right")]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    store = RunStore(tmp_path)
-    assert len(store.runs()) == 50 and store.warnings == []
+def test_two_processes_saving_the_same_runs_at_once_lose_nothing(tmp_path):
+    """Two writers rewrite the same three runs while this process reads them: every read finds each run
+    whole (an in-place writer lets a reader see half a file, or two writers' bytes interleaved)."""
+    names = ["shared0", "shared1", "shared2"]
+    RunStore(tmp_path).save(record("other"))
+    writers = [start_rewriter(tmp_path, names, times=20) for _ in range(2)]
+    reads, broken = 0, []
+    while any(w.poll() is None for w in writers):
+        store = RunStore(tmp_path)
+        reads += len(store.runs())
+        broken += store.warnings
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    assert broken == [] and reads > 0
+    final = RunStore(tmp_path)
+    assert sorted(r.run_id for r in final.runs()) == ["other", *names] and final.warnings == []

@@ -5,7 +5,7 @@ import torch
 
 from core.config import TrainConfig
 from core.engine.loop import supervised_step, train_loop
-from core.engine.optim import lr_factor, make_optimizer
+from core.engine.optim import lr_factor
 from core.methods.registry import preset
 from core.models import create_model
 from core.runs.train import fit
@@ -165,34 +165,52 @@ def test_a_run_with_mirror_test_time_augmentation_is_rebuilt_to_predict_as_it_wa
     assert not torch.allclose(predict(model, splits.test_x, torch.device("cpu"), False), logits, atol=1e-4)
 
 
-def test_graphed_steps_follow_the_eager_loop():
-    """core.engine.cudagraph.GraphedSteps (what a GPU replays as a CUDA graph; eager here) trains exactly as the
-    engine's own loop: the same batches, Adam with the learning rate as a tensor, the same schedule."""
+def test_graphed_steps_follow_the_eager_loop(monkeypatch):
+    """train_loop's graph branch (what a GPU replays as a CUDA graph: core.engine.cudagraph.GraphedSteps, eager
+    here, with Adam's learning rate as a tensor) trains exactly as its eager branch: the same batches, the
+    same schedule, the same rows, the same weights, and the same divergence check."""
+    import core.engine.loop as loop
     from core.engine.cudagraph import GraphedSteps, graphable
 
     cfg = TrainConfig(epochs=4, batch_size=5, optimizer="adam", lr=0.01, schedule="cosine", warmup_epochs=1)
     x, y = torch.rand(20, 3, 2, 2), torch.arange(20) % 3
+    replays = []
 
-    def trained(graphed: bool) -> torch.nn.Module:
+    class CountedSteps(GraphedSteps):
+        def step(self, idx):
+            replays.append(len(idx))
+            return super().step(idx)
+
+    monkeypatch.setattr(loop, "GraphedSteps", CountedSteps)
+    monkeypatch.setattr(loop, "graphable", lambda *args: True)  # a CPU never records graphs: take the branch
+
+    def trained(cfg: TrainConfig, graph: bool, nan_at: int = 0):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-        step = supervised_step(model, x, y, cfg, torch.device("cpu"), False, lambda a, b: (a, b))
-        if not graphed:
-            train_loop(list(model.parameters()), 20, cfg, step, device=torch.device("cpu"))
-            return model
-        lr = torch.tensor(cfg.lr)
-        opt = make_optimizer(cfg, list(model.parameters()), lr=lr)
-        steps = GraphedSteps(opt, lr, lambda s: cfg.lr * lr_factor(cfg, s, 4), step, 5, torch.device("cpu"))
-        order = torch.Generator().manual_seed(cfg.seed)  # train_loop's batch order
-        for _ in range(cfg.epochs):
-            for idx in torch.randperm(20, generator=order).split(cfg.batch_size):
-                steps.step(idx)
-        assert steps.done == 16 and float(lr) == pytest.approx(cfg.lr * lr_factor(cfg, 15, 4))
-        return model
+        plain = supervised_step(model, x, y, cfg, torch.device("cpu"), False, lambda a, b: (a, b))
+        calls = []
 
-    eager, replayed = trained(False), trained(True)
+        def step(idx):  # with nan_at: that step's loss is NaN, as a blown-up network's would be
+            calls.append(1)
+            loss, right = plain(idx)
+            return (loss * float("nan") if len(calls) == nan_at else loss), right
+
+        result = train_loop(list(model.parameters()), 20, cfg, step, device=torch.device("cpu"), graph=graph)
+        return model, result
+
+    (eager, eager_run), (replayed, replayed_run) = trained(cfg, False), trained(cfg, True)
+    assert replays == [5] * 16  # every step went through the graph branch
     for a, b in zip(eager.parameters(), replayed.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+    assert [r["lr"] for r in replayed_run.history] == pytest.approx([r["lr"] for r in eager_run.history])
+    assert [r["train_loss"] for r in replayed_run.history] == pytest.approx(
+        [r["train_loss"] for r in eager_run.history]
+    )
+    eager_nan, replayed_nan = trained(cfg, False, nan_at=7)[1], trained(cfg, True, nan_at=7)[1]
+    assert (
+        eager_nan.status == replayed_nan.status == "diverged"
+        and len(eager_nan.history) == len(replayed_nan.history) == 1
+    )
     assert not graphable(cfg, torch.device("cpu"), 20)  # a CPU never records graphs
     assert not graphable(cfg.with_(optimizer="sgd"), torch.device("cuda"), 20)  # SGD keeps its lr on the host
     assert not graphable(cfg, torch.device("cuda"), 21)  # a short last batch: shapes change

@@ -142,7 +142,8 @@ def train_lanes(
 
     if graph and lanes == 1 and after_step is None and graphable(cfg, device, n_items):
         lr = torch.tensor(cfg.lr, device=device)  # read on the device by each replay
-        opt = make_optimizer(cfg, params, lr=lr, capturable=True)
+        # Capturable Adam keeps its step count on the device; a CPU (only a test takes this branch there) cannot.
+        opt = make_optimizer(cfg, params, lr=lr, capturable=device.type == "cuda")
         graphed = GraphedSteps(opt, lr, lr_at, step_loss, cfg.batch_size, device)
     opt, sched = (graphed.opt, None) if graphed else optimiser_and_schedule(cfg, params, n_items)
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]

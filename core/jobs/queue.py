@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import TrainConfig
+from core.jobs.launcher import pid_alive
 
 ACTIVE = ("queued", "running", "stopping")
 SCHEMA = """
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_id TEXT,
     message TEXT NOT NULL DEFAULT '',
     note TEXT NOT NULL DEFAULT '',
-    note_fraction REAL NOT NULL DEFAULT 0
+    note_fraction REAL NOT NULL DEFAULT 0,
+    record_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rows (
     job_id INTEGER NOT NULL,
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS rows (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 """
+STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
 KINDS = ("train", "evaluate")  # evaluate: the full test pass of a saved run (run_id), see core.runs.evaluate
 
 
@@ -75,11 +78,25 @@ class JobInfo:
     message: str = ""
     note: str = ""
     note_fraction: float = 0.0
+    record_pending: int = 0  # 1: its worker died, and its run record (with this history) is still to be written
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return self.state not in ACTIVE
+
+
+def dead_job_outcome(kind: str, stop_asked: bool) -> tuple[str, str]:
+    """The state and message of a job whose worker died."""
+    state = "stopped" if stop_asked else "interrupted"
+    if kind == "evaluate":  # the saved run is only rewritten at the end of its pass: it is intact
+        return state, f"evaluation {state}: the run keeps its partial accuracy"
+    if stop_asked:
+        return state, "stopped: the worker did not stop within the grace period and was ended; its history is kept"
+    return state, (
+        "interrupted: the worker process ended without saving (killed, crashed or out of memory); its history "
+        "is kept. Start it again, maybe with a smaller batch or resolution"
+    )
 
 
 def default_queue_path(runs_dir: Path) -> Path:
@@ -96,6 +113,8 @@ class JobQueue:
                 columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
                 if "kind" not in columns:  # a queue written before evaluation jobs existed
                     db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
+                if "record_pending" not in columns:  # a queue written before the queue reaped dead jobs
+                    db.execute("ALTER TABLE jobs ADD COLUMN record_pending INTEGER NOT NULL DEFAULT 0")
         except sqlite3.DatabaseError as err:
             raise QueueError(
                 f"the job database {self.path} cannot be used ({err}). Saved runs are safe (they are JSON files "
@@ -149,12 +168,54 @@ class JobQueue:
             db.execute("COMMIT")
             return state
 
+    # ---- the jobs of dead workers
+
+    def reap(self) -> list[int]:
+        """Ends the jobs whose worker died (SIGKILL, a segfault, the OOM killer, or ended after ignoring
+        Stop): a pid that is gone on this host, a heartbeat older than STALE_HEARTBEAT_S from another one.
+        Each becomes *interrupted* (*stopped* where Stop was asked), its history kept; a training job is
+        marked record_pending, for whoever holds the run store to write its run (core.jobs.reaping).
+        Every process that uses the queue calls it (a claim, a listing, the supervisor): without a server,
+        a dead worker's job still ends. Returns the ids it ended."""
+        now, host = time.time(), socket.gethostname()
+        ended = []
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # one reaper at a time, and no claim in between
+            rows = db.execute("SELECT id, kind, host, pid, heartbeat, stop_requested FROM jobs "
+                              "WHERE state IN ('running', 'stopping')").fetchall()  # fmt: skip
+            for r in rows:
+                # On this host the pid tells; another machine's worker only its heartbeat.
+                here = r["host"] == host
+                dead = not pid_alive(r["pid"]) if here else now - (r["heartbeat"] or 0) > STALE_HEARTBEAT_S
+                if not dead:
+                    continue
+                state, message = dead_job_outcome(r["kind"], r["stop_requested"] is not None)
+                db.execute("UPDATE jobs SET state = ?, message = ?, ended = ?, record_pending = ? WHERE id = ?",
+                           (state, message, now, int(r["kind"] == "train"), r["id"]))  # fmt: skip
+                ended.append(r["id"])
+            db.execute("COMMIT")
+        return ended
+
+    def pending_records(self) -> list[JobInfo]:
+        """Jobs of dead workers whose run record is still to be written."""
+        with self._connect() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE record_pending = 1 ORDER BY id")]
+        return self.jobs(ids=ids) if ids else []
+
+    def record_written(self, job_id: int, run_id: str) -> bool:
+        """Marks a dead job's run record written; False when another process wrote it first."""
+        with self._connect() as db:
+            cur = db.execute("UPDATE jobs SET run_id = ?, record_pending = 0 WHERE id = ? AND record_pending = 1",
+                             (run_id, job_id))  # fmt: skip
+            return cur.rowcount == 1
+
     # ---- workers
 
     def claim(self, job_id: int | None = None, *, below: int | None = None) -> JobInfo | None:
         """Atomically takes the oldest queued job (or job_id) for this process; None when there is none,
         or (below=N) when N jobs are running already: a worker that goes on to the next job must not
-        exceed the limit the supervisor keeps."""
+        exceed the limit the supervisor keeps. Dead workers' jobs are reaped first: they hold no slot."""
+        self.reap()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # one claimer at a time: no job runs twice
             running = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('running', 'stopping')").fetchone()[0]

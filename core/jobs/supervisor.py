@@ -3,8 +3,9 @@ or as Ray tasks.
 
 The server never trains: it queues, reads progress and asks for stops. At most `max_running` jobs
 train at once (default one), each worker with its share of the cores; the rest wait, first come first
-served. A monitor thread starts workers as jobs arrive, marks the jobs of dead workers `interrupted`
-(their history saved), and ends a worker that ignores Stop for longer than a grace period.
+served. A monitor thread starts workers as jobs arrive, has the queue reap the jobs of dead workers (as every
+process that uses the queue does) and saves their runs, and ends a worker that ignores Stop for longer
+than a grace period.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from core.config import TrainConfig
 from core.jobs import launcher
 from core.jobs.launcher import pid_alive
 from core.jobs.queue import JobInfo, JobQueue, default_queue_path
+from core.jobs.reaping import write_pending_records
 from core.runs.store import RunStore
-from core.runs.train import failed_record
 
 ROOT = Path(__file__).resolve().parents[2]
-STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
 # How long a worker waits for a next job once its own are done: a Start, "Run again" or "Evaluate now"
 # within this time skips the ~4.5 s of starting torch and torchvision in a new process.
 
@@ -146,32 +146,9 @@ class Supervisor:
                 del self._refs[job_id]
 
     def _reap_dead_jobs(self) -> None:
-        now, host = time.time(), socket.gethostname()
-        for job in self.queue.jobs(active_only=True):
-            if job.state == "queued":
-                continue
-            dead = not pid_alive(job.pid) if job.host == host else (now - (job.heartbeat or 0)) > STALE_HEARTBEAT_S
-            if dead:
-                self._save_unfinished(job)
-
-    def _save_unfinished(self, job: JobInfo) -> None:
-        """The worker died (SIGKILL, segfault, the OOM killer, or ended by us after Stop): keep its history."""
-        stopped = job.stop_requested is not None
-        if job.kind == "evaluate":  # the saved run is only rewritten at the end of its pass: it is intact
-            state = "stopped" if stopped else "interrupted"
-            self.queue.finish(job.job_id, state, job.run_id, f"evaluation {state}: the run keeps its partial accuracy")
-            return
-        status = "stopped" if stopped else "interrupted"
-        message = (
-            "stopped: the worker did not stop within the grace period and was ended; its history is kept"
-            if stopped
-            else "interrupted: the worker process ended without saving (killed, crashed or out of memory); "
-            "its history is kept. Start it again, maybe with a smaller batch or resolution"
-        )
-        record = failed_record(job.cfg, RuntimeError(message), history=job.history, status=status, started=job.started)
-        record.message = message
-        self.store.save(record)
-        self.queue.finish(job.job_id, status, record.run_id, message)
+        """The jobs of dead workers end in the queue (JobQueue.reap); their runs are saved with their history."""
+        self.queue.reap()
+        write_pending_records(self.queue, self.store)
 
     def _end_overdue_stops(self) -> None:
         host = socket.gethostname()

@@ -16,6 +16,7 @@ from pathlib import Path
 from core.data.load import load_splits
 from core.data.splits import DataError
 from core.jobs.queue import JobInfo, JobQueue
+from core.jobs.reaping import write_pending_records
 from core.plugins import load_plugins
 from core.runs.evaluate import evaluate_saved
 from core.runs.multiseed import MAX_SEEDS, fit_seeds, stacks_here
@@ -166,6 +167,7 @@ def work(
                 return ran
             time.sleep(poll_s)
             continue
+        write_pending_records(queue, store)  # the claim reaped dead workers' jobs: save their runs
         run_job(queue, job, store, cache_dir)
         ran += 1
         if job_id is not None and then_below:

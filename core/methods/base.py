@@ -158,6 +158,7 @@ class DataSizes:
     labeled: int
     test: int
     unlabeled: int
+    classes: int = 10
 
 
 class Method:
@@ -201,7 +202,7 @@ class Method:
 
 
 def evaluation_seconds(cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
-    """The final test pass plus the periodic checks on a subset."""
+    """The final test pass, the labeled images' pass (train accuracy) and the periodic checks on a subset."""
     per = timing.per_image(cfg.arch, cfg.resolution) * (2 if is_on("flip_test", cfg) else 1)
     checks = (cfg.epochs // cfg.eval_every) if cfg.eval_every else 0
-    return (sizes.test + checks * min(cfg.eval_subset, sizes.test)) * per
+    return (sizes.test + min(cfg.n_labeled, sizes.labeled) + checks * min(cfg.eval_subset, sizes.test)) * per

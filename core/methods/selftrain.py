@@ -45,7 +45,7 @@ class FrozenSemi(Method):
         def accepted(
             r: int,
         ) -> int:  # round r (1, 2, ...) takes r * per_class of each class (core.methods.pseudo_labels)
-            return min(pool, r * cfg.per_class * 10) if cfg.per_class else pool
+            return min(pool, r * cfg.per_class * sizes.classes) if cfg.per_class else pool
 
         # round 0, the head on the labeled images alone, is the probe
         rounds = sum(head_seconds(cfg, labeled + accepted(r), timing) for r in range(1, cfg.rounds + 1))

@@ -73,6 +73,13 @@ HEAD = {k: LabelSpread.presets["recommended"][k] for k in ("epochs", "batch_size
 HEAD_STEPS = 1000  # at least (the preset's pool: 20 epochs of 201 steps)
 
 
+def head_schedule(n_items: int) -> tuple[int, int]:
+    """(epochs, steps per epoch) of the head fitted first on n_items features: a small pool gets more epochs,
+    so that the head always takes about HEAD_STEPS steps."""
+    steps_per_epoch = -(-n_items // HEAD["batch_size"])
+    return max(HEAD["epochs"], -(-HEAD_STEPS // steps_per_epoch)), steps_per_epoch
+
+
 def fit_head_first(ctx: RunContext, features: torch.Tensor, labels: torch.Tensor) -> LoopResult:
     """Sets the network's head to a linear probe of the frozen features on these labels: labelspread's
     own result. Fine-tuning then starts from a network that is already right two times in three; from
@@ -82,8 +89,7 @@ def fit_head_first(ctx: RunContext, features: torch.Tensor, labels: torch.Tensor
     # is almost never on) would otherwise get a weight that blows up once fine-tuning wakes it.
     std = features.std(0)
     head = StandardizedHead(ctx.model.head, features.mean(0), std.clamp(min=float(std.mean())))
-    steps_per_epoch = -(-len(labels) // HEAD["batch_size"])
-    epochs = max(HEAD["epochs"], -(-HEAD_STEPS // steps_per_epoch))  # a small pool: more epochs, as many steps
+    epochs, _ = head_schedule(len(labels))
     head_cfg = ctx.cfg.with_(**HEAD | {"epochs": epochs})
     loop = train_head(head, features, labels, head_cfg, ctx.device, should_stop=ctx.should_stop)
     with torch.no_grad():  # fold the standardisation into the Linear layer: W x' + b, x' = (x - m) / s
@@ -224,15 +230,17 @@ class SpreadTune(Method):
         teacher = teacher_config(cfg)
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         labeled = min(cfg.n_labeled, sizes.labeled)
-        accepted = min(pool, cfg.per_class * 10) if cfg.per_class else pool
+        accepted = min(pool, cfg.per_class * sizes.classes) if cfg.per_class else pool
         spreading = (
             features_seconds(teacher, labeled, "labeled", timing)
             + features_seconds(teacher, pool, "unlabeled", timing)
             + timing.graph(pool + labeled, feature_dim(cfg.arch), cfg.knn)
         )
+        head_epochs, head_steps = head_schedule(labeled + accepted)
+        head = head_epochs * head_steps * timing.head_step(feature_dim(cfg.arch))
         steps = cfg.epochs * -(-accepted // cfg.batch_size)
         step = timing.train_step(cfg.arch, cfg.resolution, cfg.batch_size + labeled_batch(cfg))
-        return spreading + steps * step + evaluation_seconds(cfg, sizes, timing)
+        return spreading + head + steps * step + evaluation_seconds(cfg, sizes, timing)
 
     def run(self, ctx: RunContext) -> Outcome:
         return spread_tune(ctx)

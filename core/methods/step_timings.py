@@ -218,7 +218,7 @@ class MeasuredTiming:
 def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None, busy: bool = False) -> float:
     """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded). busy: a run
     is training now, so an unknown step time raises EstimateUnavailable instead of being measured."""
-    sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x))
+    sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x), len(splits.classes))
     timing = MeasuredTiming(cfg, splits, cache_dir, busy)
     return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)
 
