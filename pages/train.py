@@ -6,10 +6,11 @@ from core.config import FIELD_SPECS, ConfigError, TrainConfig
 from core.data.pipelines import PRESETS as AUGMENT_PRESETS
 from core.methods.base import OPTIMISATION
 from core.methods.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
-from core.methods.step_timings import EstimateUnavailable, estimate_seconds
-from core.models import REGISTRY, list_models, list_weight_files, state_dict_bytes
+from core.methods.step_timings import kept_network_bytes
+from core.models import REGISTRY, list_models, list_weight_files
 from core.runs.multiseed import stacks_here
 from ui.common import framed, registry, settings, store, try_splits
+from ui.estimate import show_estimate
 from ui.jobs_view import show_jobs
 from ui.widgets import field_inputs
 
@@ -108,18 +109,8 @@ saved = None
 if problem:
     st.error(f"**Cannot start:** {problem}")
 else:
-    try:
-        busy = bool(registry().running())
-        seconds = estimate_seconds(cfg, splits, cache_dir=settings().cache_dir, busy=busy)
-        c[1].metric(
-            "Estimated time", f"≈ {seconds / 60:.1f} min" if seconds > 90 else f"≈ {seconds:.0f} s",
-            help="Step times measured once on this device at an idle moment, times the run's steps; features "
-            "already cached cost nothing. The benchmark checks it against real runs (within ±30% for the presets).",
-        )  # fmt: skip
-    except EstimateUnavailable:
-        c[1].caption("Estimate: once no run is training (timing a step now would also time that run).")
-    except Exception as err:  # an estimate must never block a run
-        c[1].caption(f"No estimate ({type(err).__name__})")
+    with c[1]:
+        show_estimate(cfg, splits)
     saved = store().find(cfg, splits.fingerprint)  # the cached result: shown, not recomputed
     if saved:
         m = saved.metrics
@@ -129,8 +120,9 @@ else:
             "See it on the Compare page, or run it again with another seed."
         )
 if cfg is not None and cfg.keep_weights and METHODS[method].tests_images(cfg):
-    size = state_dict_bytes(cfg.arch, len(splits.classes))
-    st.caption(f"Keeps the network's weights: **{size / 2**20:.1f} MB** per run beside its record.")
+    size = kept_network_bytes(cfg.arch, len(splits.classes), settings().cache_dir)  # counted by a timing job
+    shown = f"**{size / 2**20:.1f} MB**" if size is not None else "a size known once its step times are measured"
+    st.caption(f"Keeps the network's weights: {shown} per run beside its record.")
 if cfg is not None and repeats > 1 and stacks_here(cfg):
     st.caption(f"The {int(repeats)} seeds train together in one worker, stacked (`core.runs.multiseed`); each is saved "
                "as its own run.")  # fmt: skip

@@ -1,25 +1,18 @@
 """Why it works: feature maps (random vs ImageNet vs a trained run), label spreading replayed, the
 pseudo-labels a semi-supervised run accepted, and the scratch preset's whitened first layer."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import streamlit as st
 
 from core.methods.pseudo_labels import mark_gallery
-from core.models import ModelError
-from core.views.charts import feature_map_chart, image_data_urls, map_frame, replay_accuracy_chart, spectrum_chart
-from core.views.featuremap import (
-    REPLAY_STEPS,
-    Backbone,
-    map_features,
-    map_images,
-    neighbour_accuracy,
-    pretrained_backbone,
-    random_backbone,
-    spread_replay,
-)
-from core.views.featuremap import project as tsne
+from core.views.charts import feature_map_chart, replay_accuracy_chart, spectrum_chart
+from core.views.computed import ViewRequest
+from core.views.featuremap import REPLAY_STEPS, Backbone, pretrained_backbone, random_backbone
 from core.views.stem import stem_view
-from ui.common import framed, pixelated_images, settings, store, try_splits
+from ui.common import framed, pixelated_images, store, try_splits
+from ui.computed import show_views
 
 framed("pages/why.py")
 st.title("Why it works")
@@ -28,32 +21,7 @@ st.caption("Each view is a diagnostic: the hidden labels of the unlabeled images
 splits = try_splits()
 if splits is None:
     st.stop()
-cache_dir = settings().cache_dir
 classes = list(splits.classes)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def drawn_map(_backbone: Backbone, key: tuple, source: str, n: int, fingerprint: str) -> tuple[pd.DataFrame, float]:
-    """A map's points and its features' 10-NN accuracy (cached by content on disk; this cache only
-    saves the page a re-read)."""
-    bar = st.progress(0.0, text=f"Features: {_backbone.label}")
-    feats = map_features(_backbone, splits, source, n, cache_dir, lambda f, t: bar.progress(f * 0.3, text=t))
-    bar.progress(0.3, text=f"t-SNE of {len(feats):,} points (about 10-20 s on 2 cores)")
-    coords = tsne(feats, cache_dir)
-    bar.empty()
-    x, y, _ = map_images(splits, source, n)
-    names = [classes[int(c)] for c in y] if y is not None else ["?"] * len(x)
-    knn = neighbour_accuracy(feats, y) if y is not None else float("nan")
-    return map_frame(coords, names, len(splits.labeled_y), image_data_urls(x)), knn
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def replayed(_backbone: Backbone, key: tuple, n: int, fingerprint: str) -> list:
-    """Label spreading replayed on a map's features, once per map: the slider only picks a step."""
-    feats = map_features(_backbone, splits, "unlabeled", n, cache_dir)
-    _, truth, _ = map_images(splits, "unlabeled", n)
-    hidden = None if truth is None else truth[len(splits.labeled_y) :]
-    return spread_replay(feats, splits.labeled_y, len(classes), hidden)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -93,24 +61,24 @@ with tab_map:
     pre = pretrained_backbone(res)
     backbones = [random_backbone(pre), pre]
     if run_id != "(none)":
-        record = store().load(run_id)
-        cfg = record.config
+        cfg = store().load(run_id).config  # its weights are loaded by the worker that maps them
         backbones.append(Backbone(cfg.arch, "", cfg.resolution, cfg.normalize, f"run {run_id[-6:]} ({cfg.method})",
-                                  store().load_weights(run_id).state, run_id))  # fmt: skip
-    if st.toggle("Draw the maps", key="maps_on", help="A cold map takes about 20 s; then it is cached."):
+                                  None, run_id))  # fmt: skip
+    if st.toggle("Draw the maps", key="maps_on", help="A worker computes a map once; then it is shown at once."):
+        requests = [ViewRequest.of(bb, "map", source, n) for bb in backbones]
+        results = show_views(requests, splits, key="maps", what=f"{len(requests)} maps")
         cols = st.columns(len(backbones))
-        for col, bb in zip(cols, backbones, strict=True):
+        for col, bb, result in zip(cols, backbones, results, strict=True):
+            if result is None:
+                continue
             with col:
-                try:
-                    frame, knn = drawn_map(bb, bb.key(), source, n, splits.fingerprint)
-                except ModelError as err:
-                    st.error(f"No {bb.label} features: {err}")
-                    continue
+                frame = pd.DataFrame(result["frame"])
                 st.altair_chart(feature_map_chart(frame, bb.label, classes), width="stretch")
-                st.caption(
-                    f"**{knn:.1%}** of these images have the class of most of their 10 nearest neighbours in "
-                    "feature space (10% is chance): how well the features separate the classes."
-                )
+                if result["knn"] is not None:
+                    st.caption(
+                        f"**{result['knn']:.1%}** of these images have the class of most of their 10 nearest "
+                        "neighbours in feature space (10% is chance): how well the features separate the classes."
+                    )
     else:
         st.info("Turn on *Draw the maps*: a random network and " + pre.label + " side by side.")
 
@@ -125,27 +93,29 @@ with tab_spread:
     step = c[0].select_slider("Spreading iterations", list(REPLAY_STEPS), value=0, key="spread_step")
     if st.toggle("Replay label spreading", key="spread_on"):
         pre = pretrained_backbone(st.session_state.get("map_res", 96))  # the Feature map tab's map of unlabeled images
-        try:
-            frame, _ = drawn_map(pre, pre.key(), "unlabeled", n_spread, splits.fingerprint)
-            replay = replayed(pre, pre.key(), n_spread, splits.fingerprint)
-        except ModelError as err:
-            st.error(f"No ImageNet features: {err}")
-            st.stop()
-        n_lab = len(splits.labeled_y)
-        now = next(s for s in replay if s.step == step)
-        current = [classes[int(c)] if r else "not reached" for c, r in zip(now.labels, now.reached, strict=True)]
-        shown = frame.assign(**{"class": list(frame["class"][:n_lab]) + current})
-        m1, m2 = st.columns([3, 2])
-        m1.altair_chart(feature_map_chart(shown, f"after {step} iterations ({pre.label})", classes), width="stretch")
-        acc = pd.DataFrame({"iteration": [s.step for s in replay], "accuracy": [s.accuracy for s in replay],
-                            "reached": [s.reached_fraction for s in replay]})  # fmt: skip
-        scored = f", {now.accuracy:.1%} of their labels right" if now.accuracy is not None else ""
-        m2.markdown(f"After {step} iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
-                    f"At {REPLAY_STEPS[-1]} these are label spreading's labels.")  # fmt: skip
-        m2.altair_chart(replay_accuracy_chart(acc, step), width="stretch")
-        m2.dataframe(acc, hide_index=True, column_config={
-            "accuracy": st.column_config.NumberColumn("pseudo-label accuracy (hidden labels)", format="percent"),
-            "reached": st.column_config.NumberColumn("points reached", format="percent")})  # fmt: skip
+        replay_req = ViewRequest.of(pre, "replay", "unlabeled", n_spread)
+        map_result, replay_result = show_views([replay_req.map_request(), replay_req], splits, key="spread",
+                                               what="the replay")  # fmt: skip
+        if map_result is not None and replay_result is not None:
+            frame = pd.DataFrame(map_result["frame"])
+            replay = [SimpleNamespace(**s) for s in replay_result["steps"]]
+            n_lab = len(splits.labeled_y)
+            now = next(s for s in replay if s.step == step)
+            current = [classes[int(c)] if r else "not reached" for c, r in zip(now.labels, now.reached, strict=True)]
+            shown = frame.assign(**{"class": list(frame["class"][:n_lab]) + current})
+            m1, m2 = st.columns([3, 2])
+            m1.altair_chart(
+                feature_map_chart(shown, f"after {step} iterations ({pre.label})", classes), width="stretch"
+            )
+            acc = pd.DataFrame({"iteration": [s.step for s in replay], "accuracy": [s.accuracy for s in replay],
+                                "reached": [s.reached_fraction for s in replay]})  # fmt: skip
+            scored = f", {now.accuracy:.1%} of their labels right" if now.accuracy is not None else ""
+            m2.markdown(f"After {step} iterations: {now.reached_fraction:.0%} of the points reached{scored}. "
+                        f"At {REPLAY_STEPS[-1]} these are label spreading's labels.")  # fmt: skip
+            m2.altair_chart(replay_accuracy_chart(acc, step), width="stretch")
+            m2.dataframe(acc, hide_index=True, column_config={
+                "accuracy": st.column_config.NumberColumn("pseudo-label accuracy (hidden labels)", format="percent"),
+                "reached": st.column_config.NumberColumn("points reached", format="percent")})  # fmt: skip
     else:
         st.info("Turn on *Replay label spreading* (it draws the ImageNet map of the unlabeled sample first).")
 

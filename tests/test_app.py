@@ -117,7 +117,12 @@ def labels(at: AppTest) -> set[str]:
     return {w.label for kind in ("number_input", "checkbox", "selectbox") for w in getattr(at, kind)}
 
 
-def test_train_page_shows_only_the_fields_that_matter(app_env):
+def test_train_page_shows_only_the_fields_that_matter(app_env, monkeypatch):
+    import core.methods.step_timings
+    import core.models
+
+    monkeypatch.setattr(core.methods.step_timings, "_measure", never_here)  # in the server: workers measure
+    monkeypatch.setattr(core.models, "state_dict_bytes", never_here)  # nor builds a network to count it
     at = open_page("pages/train.py")
     at.selectbox(key="preset_scratch").select("notebook").run()
     shown = labels(at)
@@ -130,7 +135,14 @@ def test_train_page_shows_only_the_fields_that_matter(app_env):
     assert "Momentum (SGD)" in shown and "Step schedule: factor" not in shown
     assert "Keep the network's weights" in shown and not any("Keeps the network" in c.value for c in at.caption)
     at.checkbox(key="keep_weights_scratch_notebook").check().run()
+    assert any("a size known once its step times are measured" in c.value for c in at.caption)
+    from ui.common import registry
+
+    assert [j.kind for j in registry().queue.jobs(active_only=True)] == ["timing"]  # a worker measures, not the page
+    assert registry().wait(timeout=120)
+    at.run()
     assert any("Keeps the network's weights: **42.6 MB**" in c.value for c in at.caption)  # resnet18_cifar, 3 classes
+    assert any(m.label == "Estimated time" for m in at.metric)
     for method, present, absent in (
         ("transfer", {"What trains", "Resolution (px)"}, {"Rounds", "Keep the network's weights"}),  # a head
         ("selftrain", {"Rounds", "Pseudo-labels per class"}, {"Neighbours (k)", "What trains"}),
@@ -196,10 +208,10 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
         at.button(key="start").click().run()
         assert not at.exception, at.exception
         sessions.append(at)
-    jobs = registry().jobs()
-    assert len(jobs) == 8 and sum(j.state == "running" for j in jobs) <= 1
+    jobs = [j for j in registry().jobs() if j.kind == "train"]  # the first page view also queued a timing job
+    assert len(jobs) == 8 and sum(j.state == "running" for j in registry().jobs()) <= 1
     assert registry().wait(timeout=240)
-    assert sorted(j.state for j in registry().jobs()) == ["finished"] * 8
+    assert sorted(j.state for j in registry().jobs() if j.kind == "train") == ["finished"] * 8
     assert len(store().runs()) == 8
     sessions[0].run()  # a session re-renders with the finished jobs listed
     assert not sessions[0].exception
@@ -252,16 +264,44 @@ def labelspread_run(weights: str):
     return execute(cfg, get_splits(settings().dataset), store(), cache_dir=settings().cache_dir)
 
 
-def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the_stem(app_env, local_backbone):
+def never_here(*args, **kwargs):
+    raise AssertionError("the server computed what a worker should")
+
+
+def computed_by_a_worker(at: AppTest, key: str) -> None:
+    """Clicks the page's Compute button and waits for the worker that computes the view."""
+    from ui.common import registry
+
+    assert "about" in at.button(key=key).label
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    assert registry().wait(timeout=120)
+    failed = [j.message for j in registry().jobs() if j.kind == "view" and j.state != "finished"]
+    assert not failed, failed
+    at.run()
+
+
+def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the_stem(
+    app_env, local_backbone, monkeypatch
+):
+    import core.views.computed
+    import core.views.featuremap
+
     run = labelspread_run(local_backbone)
+    for module, name in [(core.views.featuremap, "map_features"), (core.views.featuremap, "project"),
+                         (core.views.featuremap, "spread_replay"), (core.views.computed, "compute")]:  # fmt: skip
+        monkeypatch.setattr(module, name, never_here)  # in this, the server's, process
     at = open_page("pages/why.py")
     assert any("Draw the maps" in i.value for i in at.info)
     at.toggle(key="maps_on").set_value(True).run()
     assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 1  # the stem tab's spectrum: the maps are not computed yet
+    computed_by_a_worker(at, "compute_maps")
     titles = [c.proto.spec for c in at.get("vega_lite_chart")]
     assert len(titles) == 3 and "random initialisation" in titles[0] and "ImageNet" in titles[1]
     assert "patch space" in titles[2]  # the Whitened stem tab's spectrum
     at.toggle(key="spread_on").set_value(True).run()
+    computed_by_a_worker(at, "compute_spread")
     at.select_slider(key="spread_step").set_value(20).run()
     assert not at.exception, at.exception
     assert any("After 20 iterations: 100% of the points reached" in m.value for m in at.markdown)

@@ -126,10 +126,18 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         set_number(page, "Epochs", "3000")
         set_number(page, "Test check every N epochs (0: off)", "1")
         page.get_by_role("button", name="Start").click()
-        expect(page.get_by_text("Job 1").first).to_be_visible(timeout=30_000)
+        from core.jobs.queue import JobQueue
+
+        queue = JobQueue(runs_dir / "queue.sqlite")
+        deadline = time.time() + 30
+        while not (trains := [j.job_id for j in queue.jobs() if j.kind == "train"]) and time.time() < deadline:
+            time.sleep(0.2)  # the click's rerun queues it
+        run_job = max(trains)  # not job 1: the page's first view queued a timing job
+        expect(page.get_by_text(f"Job {run_job}").first).to_be_visible(timeout=30_000)
         expect(page.get_by_text(re.compile(r"epoch \d+/3000"))).to_be_visible(timeout=90_000)  # live progress
+        expect(page.get_by_text("Estimated time")).to_be_visible(timeout=30_000)  # measured by a worker
         page.screenshot(path=shots / "train-running.png")
-        page.locator(".st-key-stop_1 button").click()  # by key: the toolbar has a "Stop" (the script) too
+        page.locator(f".st-key-stop_{run_job} button").click()  # by key: the toolbar has a "Stop" (the script) too
         expect(page.get_by_text("saved as").first).to_be_visible(timeout=30_000)
         page.screenshot(path=shots / "train-stopped.png")
         expect(page.get_by_text("the last check before Stop").first).to_be_visible()
@@ -203,6 +211,7 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
 
         page.get_by_role("link", name="Why it works").first.click()
         page.get_by_text("Draw the maps", exact=True).first.click()
+        page.get_by_role("button", name=re.compile(r"Compute 2 maps \(about \d+ s\)")).click()  # a worker draws them
         # The two maps, and the Whitened stem tab's spectrum (hidden tabs are drawn too).
         expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(3, timeout=90_000)
         settled(page)
@@ -210,6 +219,7 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         page.screenshot(path=shots / "why-map.png")
         page.get_by_role("tab", name="Label spreading, step by step").click()
         page.get_by_text("Replay label spreading", exact=True).first.click()
+        page.get_by_role("button", name=re.compile(r"Compute the replay")).click()
         expect(page.get_by_text(re.compile("of the points reached")).first).to_be_visible(timeout=90_000)
         settled(page)
         no_exception(page)

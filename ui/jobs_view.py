@@ -41,7 +41,11 @@ def _load(run_id: str, mtime_ns: int) -> RunRecord | None:
 def show_job(job: JobInfo, n_test: int) -> None:
     reg = registry()
     head = st.columns([4, 1])
-    what = f"evaluate `{job.run_id}` on the full test set" if job.kind == "evaluate" else config_caption(job.cfg)
+    what = {
+        "evaluate": f"evaluate `{job.run_id}` on the full test set",
+        "view": f"the {job.request.get('what')} of {job.request.get('label')} (Why it works)",
+        "timing": f"step times for the estimate of {config_caption(job.cfg)}",
+    }.get(job.kind, config_caption(job.cfg))
     head[0].markdown(f"**Job {job.job_id}** · {what} · **{job.state}**")
     if job.state == "queued":
         head[0].caption(f"Waiting: position {reg.queue_position(job.job_id)} in the queue")

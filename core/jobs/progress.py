@@ -10,7 +10,7 @@ from core.methods.registry import get_method
 
 def job_fraction(job: JobInfo) -> float:
     """Done so far: rows (epochs or rounds) of the rows a finished run has."""
-    if job.kind == "evaluate":
+    if job.kind != "train":  # evaluate, view, timing: their notes say how far they are
         return job.note_fraction
     return min(1.0, len(job.history) / max(1, get_method(job.cfg.method).total_units(job.cfg)))
 
@@ -27,7 +27,7 @@ def job_progress(job: JobInfo, final_pass_s: float | None) -> Progress:
     checks) and then the final test pass, which takes final_pass_s (core.methods.step_timings.final_pass_seconds;
     None: unknown yet) of the bar and of the ETA. Before the first row, feature extraction or the
     worker's start-up shows its own note and fraction."""
-    if job.kind == "evaluate" or not job.history:
+    if job.kind != "train" or not job.history:
         return Progress(min(1.0, job.note_fraction), job.note or "starting a worker...")
     method = get_method(job.cfg.method)
     total, rows = method.total_units(job.cfg), len(job.history)

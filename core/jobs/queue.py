@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     message TEXT NOT NULL DEFAULT '',
     note TEXT NOT NULL DEFAULT '',
     note_fraction REAL NOT NULL DEFAULT 0,
-    record_pending INTEGER NOT NULL DEFAULT 0
+    record_pending INTEGER NOT NULL DEFAULT 0,
+    request TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS rows (
     job_id INTEGER NOT NULL,
@@ -53,7 +54,10 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 """
 STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
-KINDS = ("train", "evaluate")  # evaluate: the full test pass of a saved run (run_id), see core.runs.evaluate
+# train: a run. evaluate: the full test pass of a saved run (run_id, core.runs.evaluate). view: what a page shows
+# that takes seconds to compute (a feature map, the spreading replay: core.views.computed). timing: the step
+# times behind a run's estimate (core.methods.step_timings). The server computes none of them.
+KINDS = ("train", "evaluate", "view", "timing")
 
 
 class QueueError(RuntimeError):
@@ -79,6 +83,7 @@ class JobInfo:
     note: str = ""
     note_fraction: float = 0.0
     record_pending: int = 0  # 1: its worker died, and its run record (with this history) is still to be written
+    request: dict[str, Any] = field(default_factory=dict)  # what a view job computes
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -113,6 +118,8 @@ class JobQueue:
                 columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
                 if "kind" not in columns:  # a queue written before evaluation jobs existed
                     db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
+                if "request" not in columns:  # a queue written before view and timing jobs
+                    db.execute("ALTER TABLE jobs ADD COLUMN request TEXT NOT NULL DEFAULT '{}'")
                 if "record_pending" not in columns:  # a queue written before the queue reaped dead jobs
                     db.execute("ALTER TABLE jobs ADD COLUMN record_pending INTEGER NOT NULL DEFAULT 0")
         except sqlite3.DatabaseError as err:
@@ -138,14 +145,19 @@ class JobQueue:
 
     # ---- producers: the app, the CLI
 
-    def submit(self, cfg: TrainConfig, dataset: str, *, kind: str = "train", run_id: str | None = None) -> int:
-        """A training job, or (kind="evaluate") the full test pass of the saved run run_id."""
-        if kind not in KINDS or (kind == "evaluate") != (run_id is not None):
-            raise ValueError(f"a job is one of {KINDS}, and only an evaluate job names a run (got {kind}, {run_id})")
+    def submit(
+        self, cfg: TrainConfig, dataset: str, *, kind: str = "train", run_id: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
+        """A training job, (kind="evaluate") the full test pass of the saved run run_id, (kind="view") the
+        view that `request` describes, or (kind="timing") the step times of cfg's estimate."""
+        if kind not in KINDS or (kind == "evaluate") != (run_id is not None) or (kind == "view") != bool(request):
+            raise ValueError(f"a job is one of {KINDS}; only an evaluate job names a run, only a view job has a "
+                             f"request (got {kind}, {run_id}, {request})")  # fmt: skip
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO jobs (config, dataset, kind, run_id, created) VALUES (?, ?, ?, ?, ?)",
-                (cfg.to_json(), dataset, kind, run_id, time.time()),
+                "INSERT INTO jobs (config, dataset, kind, run_id, request, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (cfg.to_json(), dataset, kind, run_id, json.dumps(request or {}, sort_keys=True), time.time()),
             )
             return int(cur.lastrowid)
 
@@ -318,7 +330,8 @@ class JobQueue:
         for r in rows:
             data = dict(r)
             cfg = TrainConfig.from_json(data.pop("config"))
-            out.append(JobInfo(job_id=data.pop("id"), cfg=cfg, history=history[r["id"]], **data))
+            request = json.loads(data.pop("request") or "{}")
+            out.append(JobInfo(job_id=data.pop("id"), cfg=cfg, history=history[r["id"]], request=request, **data))
         return out
 
     def queue_position(self, job_id: int) -> int | None:

@@ -68,8 +68,10 @@ class Supervisor:
 
     # ---- what the pages and the CLI call
 
-    def submit(self, cfg: TrainConfig, *, kind: str = "train", run_id: str | None = None) -> JobInfo:
-        job_id = self.queue.submit(cfg, self.dataset, kind=kind, run_id=run_id)
+    def submit(
+        self, cfg: TrainConfig, *, kind: str = "train", run_id: str | None = None, request: dict | None = None
+    ) -> JobInfo:
+        job_id = self.queue.submit(cfg, self.dataset, kind=kind, run_id=run_id, request=request)
         if not self._closed.is_set():
             self.tick()
         return self.queue.get(job_id)

@@ -13,16 +13,20 @@ import threading
 import time
 from pathlib import Path
 
+from core import settings
 from core.data.load import load_splits
 from core.data.splits import DataError
 from core.jobs.queue import JobInfo, JobQueue
 from core.jobs.reaping import write_pending_records
+from core.methods.step_timings import measure
 from core.plugins import load_plugins
 from core.runs.evaluate import evaluate_saved
 from core.runs.multiseed import MAX_SEEDS, fit_seeds, stacks_here
 from core.runs.record import new_run_id
 from core.runs.store import RunStore, StoreError
 from core.runs.train import execute, failed_record, failure_advice
+from core.views.computed import ViewRequest
+from core.views.computed import compute as compute_view
 
 STOP_POLL_S = 0.2  # how often a running job asks the database whether Stop was pressed
 NOTE_EVERY_S = 0.5  # progress notes (feature extraction, the test pass) at most this often
@@ -72,9 +76,13 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
             queue.set_note(job.job_id, fraction, text)
 
     try:
-        splits = load_splits(job.dataset, n_labeled=job.cfg.n_labeled, cache_dir=cache_dir, download=False)
+        # A view or a timing is of the dataset as the pages load it (all its labeled images).
+        n_labeled = job.cfg.n_labeled if job.kind in ("train", "evaluate") else None
+        splits = load_splits(job.dataset, n_labeled=n_labeled, cache_dir=cache_dir, download=False)
         if job.kind == "evaluate":
             return evaluate_job(queue, job, store, splits, note, should_stop)
+        if job.kind in ("view", "timing"):
+            return view_or_timing_job(queue, job, store, splits, cache_dir, note, should_stop)
         if stacks_here(job.cfg) and (siblings := queue.claim_siblings(job, MAX_SEEDS - 1)):
             beating += [s.job_id for s in siblings]
             return run_seeds(queue, [job, *siblings], store, splits, cache_dir, note)
@@ -129,6 +137,30 @@ def evaluate_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, note, s
         return "failed"
     message = f"evaluated on {record.metrics.test_images:,} test images: {record.metrics.test_acc:.1%}"
     queue.finish(job.job_id, "finished", job.run_id, message)
+    return "finished"
+
+
+def view_or_timing_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, cache_dir, note, should_stop) -> str:
+    """What a page shows that takes seconds (core.views.computed), or the step times of a run's estimate
+    (core.methods.step_timings.measure): computed here so that the server never does."""
+    cache_dir = Path(cache_dir) if cache_dir else settings.current().cache_dir
+    try:
+        if job.kind == "timing":
+            note(0.1, "measuring step times")
+            seconds = measure(job.cfg, splits, cache_dir)
+            message = f"step times measured: a run of this config takes about {seconds:.0f} s here"
+        else:
+            request = ViewRequest.from_dict(job.request)
+            compute_view(request, splits, cache_dir, lambda run_id: store.load_weights(run_id).state, note,
+                         should_stop)  # fmt: skip
+            message = f"{request.what} computed"
+    except InterruptedError:
+        queue.finish(job.job_id, "stopped", None, f"{job.kind} stopped")
+        return "stopped"
+    except StoreError as err:
+        queue.finish(job.job_id, "failed", None, str(err))
+        return "failed"
+    queue.finish(job.job_id, "finished", None, message)
     return "finished"
 
 

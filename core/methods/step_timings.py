@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from core.methods.base import DataSizes
 from core.methods.frozen import feature_key, feature_path, labeled_key
 from core.methods.pseudo_labels import unlabeled_key, unlabeled_subset
 from core.methods.registry import get_method
-from core.models import create_model
+from core.models import create_model, state_dict_bytes
 
 PROBE = 64  # at most this many images per timed step: beyond, time grows about linearly with the batch
 TIMINGS_FILE = "timings.json"
@@ -158,9 +157,19 @@ class StepTimings:
             pass  # a read-only cache folder: the timings stay in memory
 
 
-@lru_cache(maxsize=8)
+_LOADED: dict[str | None, tuple[int, StepTimings]] = {}
+
+
 def step_timings(cache_dir: str | None) -> StepTimings:
-    return StepTimings(Path(cache_dir) if cache_dir else None)
+    """The timings of cache_dir, read again when the file changed (a worker measured new ones)."""
+    path = Path(cache_dir) / TIMINGS_FILE if cache_dir else None
+    try:
+        stamp = path.stat().st_mtime_ns if path is not None else 0
+    except OSError:
+        stamp = 0
+    if cache_dir not in _LOADED or _LOADED[cache_dir][0] != stamp:
+        _LOADED[cache_dir] = (stamp, StepTimings(Path(cache_dir) if cache_dir else None))
+    return _LOADED[cache_dir][1]
 
 
 def _measure_startup(cfg: TrainConfig) -> float:
@@ -221,6 +230,36 @@ def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = 
     sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x), len(splits.classes))
     timing = MeasuredTiming(cfg, splits, cache_dir, busy)
     return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)
+
+
+def measure(cfg: TrainConfig, splits: Splits, cache_dir: Path | None) -> float:
+    """Measures (in a worker, never in the server) what cfg's estimate needs, and the size of the network it
+    would keep; returns the estimate."""
+    seconds = estimate_seconds(cfg, splits, cache_dir, busy=False)
+    timings = step_timings(str(cache_dir) if cache_dir else None)
+    key = _bytes_key(cfg.arch, len(splits.classes))
+    if key not in timings.known:
+        timings.known[key] = float(state_dict_bytes(cfg.arch, len(splits.classes)))
+        timings._save()
+    return seconds
+
+
+def _bytes_key(arch: str, classes: int) -> str:
+    return f"bytes|{arch}|{classes}"
+
+
+def kept_network_bytes(arch: str, classes: int, cache_dir: Path | None) -> int | None:
+    """The size of the network a run of arch keeps, as a timing job counted it; None before one has."""
+    value = step_timings(str(cache_dir) if cache_dir else None).known.get(_bytes_key(arch, classes))
+    return None if value is None else int(value)
+
+
+def known_per_image(arch: str, resolution: int, cache_dir: Path | None) -> float | None:
+    """Seconds per image through arch at resolution on this device, if measured already (never measured now)."""
+    try:
+        return MeasuredTiming(TrainConfig(arch=arch), None, cache_dir, busy=True).per_image(arch, resolution)
+    except EstimateUnavailable:
+        return None
 
 
 def final_pass_seconds(cfg: TrainConfig, n_test: int, cache_dir: Path | None = None) -> float | None:

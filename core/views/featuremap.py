@@ -88,6 +88,7 @@ def map_features(
     n: int,
     cache_dir: Path | None,
     progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Pooled features of the labeled images and the sample, cached under the backbone and the images."""
     x, _, idx = map_images(splits, source, n)
@@ -102,7 +103,8 @@ def map_features(
         device = resolve_device("auto")
         bf16 = use_bf16(device, "auto")
         place(model, device)
-        return extract(model, x, device=device, bf16=bf16, progress=progress, what=f"{len(x):,} images")
+        return extract(model, x, device=device, bf16=bf16, progress=progress, what=f"{len(x):,} images",
+                       should_stop=should_stop)  # fmt: skip
 
     key = cache_key("map", *backbone.key(), splits.fingerprint, source, len(idx), int(idx.sum()))
     return cached_features(cache_dir, key, compute)[0]
