@@ -3,9 +3,11 @@ import): prints one JSON object.
 
 - rerun: the Train page's script time (AppTest) while a run trains in a worker process, and idle
   afterwards with the same job on the page;
-- browser: the same run from the CLI, and queued in the app with its Train page open in Chromium.
+- browser: the same run from the CLI, and queued in the app with its Train page open in Chromium;
+- why: the Streamlit server process's own CPU seconds while a cold feature map (an empty feature cache)
+  is computed end to end, from the Compute click to both maps drawn in Chromium (a worker computes it).
 
-Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--epochs N] [--quick]
+Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--weights-dir DIR] [--epochs N] [--quick]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -76,9 +79,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's own CPU time (user + system, all its threads; not its children's) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def served_app(env_extra: dict[str, str]) -> Iterator[str]:
-    """`streamlit run app.py` on a free local port with env_extra set; yields its URL."""
+def served_app(env_extra: dict[str, str], pid: list[int] | None = None) -> Iterator[str]:
+    """`streamlit run app.py` on a free local port with env_extra set; yields its URL (pid gets its pid)."""
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT)} | env_extra
     server = subprocess.Popen(
@@ -86,6 +95,8 @@ def served_app(env_extra: dict[str, str]) -> Iterator[str]:
          str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    if pid is not None:
+        pid.append(server.pid)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -137,16 +148,66 @@ def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
     return {"cli_s": cli_s, "app_open_page_s": app_s, "app_vs_cli": app_s / cli_s}
 
 
+def why_map_server_cpu(dataset: str, cache: Path, weights_dir: str) -> dict[str, float]:
+    """Server CPU seconds while the Why page's two maps (random and ImageNet, 1,000 test images at 96 px)
+    are computed cold, end to end in Chromium: the decoded images are reused, no feature, map or view is."""
+    from playwright.sync_api import sync_playwright
+
+    cold = Path(tempfile.mkdtemp(prefix="bench-why-"))
+    for decoded in Path(cache).glob("folder-*.pt"):
+        (cold / decoded.name).symlink_to(decoded.resolve())
+    runs = Path(tempfile.mkdtemp(prefix="bench-why-runs-"))
+    env = {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cold),
+           "SMALLDATA_WEIGHTS_DIR": weights_dir}  # fmt: skip
+    pid: list[int] = []
+    with served_app(env, pid) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        open_when_up(page, f"{url}/why")
+        page.get_by_text("a random network and", exact=False).first.wait_for(timeout=300_000)  # the dataset is in
+        button = page.get_by_role("button", name=re.compile("Compute 2 maps"))
+        for _ in range(10):  # a click during the page's first script run can be lost: until the button shows
+            page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=120_000)
+            if page.get_by_role("switch", name="Draw the maps").is_checked():
+                break
+            page.get_by_text("Draw the maps", exact=True).first.click()
+            time.sleep(3.0)
+        button.wait_for(timeout=120_000)
+        time.sleep(2.0)  # the page's own script run is over
+        before, t = cpu_seconds(pid[0]), time.perf_counter()
+        if os.environ.get("SMALLDATA_PROFILE_SERVER"):  # where the server's CPU goes (py-spy, a developer's tool)
+            subprocess.Popen(["py-spy", "record", "-d", "60", "-o", os.environ["SMALLDATA_PROFILE_SERVER"], "-f",
+                              "speedscope", "-p", str(pid[0])])  # fmt: skip
+        button.click()
+        charts = page.locator("[data-testid='stVegaLiteChart']")
+        deadline = time.time() + 600
+        while charts.count() < 3 and time.time() < deadline:  # the two maps and the stem tab's spectrum
+            time.sleep(0.5)
+        wall = time.perf_counter() - t
+        server = cpu_seconds(pid[0]) - before
+        browser.close()
+    log(f"  cold Why maps: {wall:.1f}s from the click to both drawn; the server's own CPU {server:.2f}s")
+    return {"why_wall_s": wall, "why_server_cpu_s": server}
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--weights-dir", default=None, help="a folder with the ImageNet checkpoint, for the Why map")
+    p.add_argument("--parts", default="rerun,browser,why")
     a = p.parse_args()
     cache = Path(a.cache_dir)
-    result = rerun_while_training(a.dataset, cache, 3 if a.quick else 7)
-    result |= browser_vs_cli(a.dataset, cache, 1 if a.quick else a.epochs)
+    parts = a.parts.split(",")
+    result = {}
+    if "why" in parts:
+        result |= why_map_server_cpu(a.dataset, cache, a.weights_dir or str(ROOT / "weights"))
+    if "rerun" in parts:
+        result |= rerun_while_training(a.dataset, cache, 3 if a.quick else 7)
+    if "browser" in parts:
+        result |= browser_vs_cli(a.dataset, cache, 1 if a.quick else a.epochs)
     print(json.dumps(result))
     return 0
 

@@ -283,7 +283,7 @@ def main(args) -> int:
     if "jobs" in parts and not args.skip_jobs:
         rows += two_jobs_at_once(args.dataset, cache, 2 if quick else 10)
         rows += stop_latency(args.dataset, args.weights, cache)
-        rows += app_measurements(args.dataset, cache, quick)
+        rows += app_measurements(args.dataset, cache, quick, args.weights)
     write_report(Path(args.out), rows, device_name(dev), args)
     print(Path(args.out, "report.md").read_text())
     return 0

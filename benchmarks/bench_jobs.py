@@ -78,9 +78,10 @@ def stop_latency(dataset: str, weights: str, cache: Path) -> list[dict[str, Any]
              "value": latency}]  # fmt: skip
 
 
-def app_measurements(dataset: str, cache: Path, quick: bool) -> list[dict[str, Any]]:
-    log("[app] Train page rerun idle vs training; the same run from the CLI and from the app in Chromium")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "app_bench.py"), "--dataset", dataset, "--cache-dir", str(cache)]
+def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> list[dict[str, Any]]:
+    log("[app] a cold Why map's server CPU; Train page rerun idle vs training; a run from the CLI and from the app")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "app_bench.py"), "--dataset", dataset, "--cache-dir", str(cache),
+           "--weights-dir", str(Path(weights).parent)]  # fmt: skip
     out = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True, cwd=ROOT)
     sys.stderr.write(out.stderr[-3000:])
     if out.returncode != 0:
@@ -93,5 +94,7 @@ def app_measurements(dataset: str, cache: Path, quick: bool) -> list[dict[str, A
         "cli_s": "scratch/notebook run from the CLI (s)",
         "app_open_page_s": "the same run from the app, Train page open in Chromium (s)",
         "app_vs_cli": "app with open page / CLI (target <= 1.3)",
+        "why_wall_s": "cold Why maps, from Compute to both drawn in Chromium (s)",
+        "why_server_cpu_s": "the Streamlit server's own CPU while those maps are computed (s, target < 2)",
     }
     return [{"part": "app", "name": names[k], "value": v} for k, v in r.items() if k in names]
