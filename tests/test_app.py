@@ -136,13 +136,6 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, monkeypatch):
     assert "Keep the network's weights" in shown and not any("Keeps the network" in c.value for c in at.caption)
     at.checkbox(key="keep_weights_scratch_notebook").check().run()
     assert any("a size known once its step times are measured" in c.value for c in at.caption)
-    from ui.common import registry
-
-    assert [j.kind for j in registry().queue.jobs(active_only=True)] == ["timing"]  # a worker measures, not the page
-    assert registry().wait(timeout=120)
-    at.run()
-    assert any("Keeps the network's weights: **42.6 MB**" in c.value for c in at.caption)  # resnet18_cifar, 3 classes
-    assert any(m.label == "Estimated time" for m in at.metric)
     for method, present, absent in (
         ("transfer", {"What trains", "Resolution (px)"}, {"Rounds", "Keep the network's weights"}),  # a head
         ("selftrain", {"Rounds", "Pseudo-labels per class"}, {"Neighbours (k)", "What trains"}),
@@ -153,6 +146,28 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, monkeypatch):
         assert not at.exception, (method, at.exception)
         shown = labels(at)
         assert present <= shown and not (absent & shown), (method, shown)
+
+
+@pytest.mark.slow  # a worker process
+def test_the_estimate_and_the_kept_networks_size_come_from_a_timing_job(app_env, monkeypatch):
+    import core.methods.step_timings
+    import core.models
+    from ui.common import registry
+
+    monkeypatch.setattr(core.methods.step_timings, "_measure", never_here)  # in the server: workers measure
+    monkeypatch.setattr(core.models, "state_dict_bytes", never_here)  # nor builds a network to count it
+    at = open_page("pages/train.py")
+    at.selectbox(key="preset_scratch").select("notebook").run()
+    at.checkbox(key="keep_weights_scratch_notebook").check().run()
+    assert any("a size known once its step times are measured" in c.value for c in at.caption)
+    assert [j.kind for j in registry().queue.jobs(active_only=True)] == ["timing"]  # a worker measures, not the page
+    for _ in range(5):  # one timing job at a time: the first may be the first preset's (convnet_cifar)
+        assert registry().wait(timeout=120)
+        at.run()
+        if any("Keeps the network's weights: **42.6 MB**" in c.value for c in at.caption):  # resnet18_cifar
+            break
+    assert any("Keeps the network's weights: **42.6 MB**" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any(m.label == "Estimated time" for m in at.metric)
 
 
 def test_the_whitened_stem_shows_with_its_network_only_and_another_network_can_start(app_env):
@@ -281,6 +296,7 @@ def computed_by_a_worker(at: AppTest, key: str) -> None:
     at.run()
 
 
+@pytest.mark.slow  # workers compute the maps
 def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the_stem(
     app_env, local_backbone, monkeypatch
 ):

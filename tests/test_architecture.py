@@ -136,6 +136,21 @@ def test_core_root_is_small_and_no_module_is_long():
     assert not long, long
 
 
+def test_no_docstring_is_a_dead_string():
+    """A string placed after a function's first statement is no docstring: nothing reads it."""
+    dead = []
+    for folder in ("core", "ui", "pages", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    dead += [
+                        f"{path.relative_to(ROOT)}:{stmt.lineno} in {node.name}"
+                        for stmt in node.body[1:]
+                        if isinstance(stmt, ast.Expr) and isinstance(getattr(stmt.value, "value", None), str)
+                    ]
+    assert not dead, dead
+
+
 def test_core_never_imports_streamlit_and_pages_hold_only_pages():
     for path in (ROOT / "core").rglob("*.py"):
         assert not any(i.startswith("streamlit") for i in imports_of(path)), path

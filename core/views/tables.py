@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
 
 def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run, the columns the Compare page and the CLI show."""
     import pandas as pd  # here, not at the top: a worker saves runs and never needs pandas (4 s to import)
 
-    """One row per run, the columns the Compare page and the CLI show."""
     rows = []
     for r in runs:
         c, m = r.config, r.metrics
@@ -50,9 +50,9 @@ def epochs_trained(r: RunRecord) -> int:
 
 
 def results_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """The notebook's table: Model | Number of epochs | Train accuracy | Test accuracy."""
     import pandas as pd
 
-    """The notebook's table: Model | Number of epochs | Train accuracy | Test accuracy."""
     frame = runs_frame(runs)
     label = frame["method"] + " " + frame["model"] + " " + frame["augment"]
     return pd.DataFrame(
@@ -66,9 +66,9 @@ def results_table(runs: list[RunRecord]) -> pd.DataFrame:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table without the optional `tabulate` dependency."""
     import pandas as pd
 
-    """A Markdown table without the optional `tabulate` dependency."""
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     body = [
