@@ -292,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(args)
     except (ConfigError, DataError, ModelError, StoreError, QueueError, SettingsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if getattr(args, "json", False):  # a machine reads stdout: the error as JSON there too
+            print(json.dumps({"error": str(err)}))
+        else:
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

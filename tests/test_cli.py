@@ -125,3 +125,11 @@ def test_sigkill_mid_training_keeps_every_earlier_run(dataset_dir, tmp_path, cap
     listed = capsys.readouterr()
     assert "warning" not in listed.err
     assert [r["run_id"] for r in json.loads(listed.out)] == [first]
+
+
+def test_with_json_an_error_is_json_too(dataset_dir, tmp_path, capsys):
+    args = ["train", "--lr", "-1", "--dataset", str(dataset_dir), "--runs-dir", str(tmp_path / "r")]
+    assert main([*args, "--json"]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"error": "lr=-1.0 is out of range; accepted: [1e-06, 10]"} and out.err == ""
+    assert main(args) == 2 and capsys.readouterr().err.startswith("error: lr=-1.0")

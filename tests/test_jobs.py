@@ -238,10 +238,11 @@ def test_the_queue_reaps_the_jobs_of_dead_workers_and_their_runs_are_saved_once(
         q.claim(job_id)
     q.add_row(ids[0], {"index": 1, "unit": "epoch", "seconds": 1.0})
     q.request_stop(ids[1])
+    now = time.time()
     with sqlite3.connect(q.path) as db:
         db.execute("UPDATE jobs SET pid = ? WHERE id IN (?, ?)", (dead_pid(), ids[0], ids[1]))  # died here
-        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (time.time() - 600, ids[2]))
-        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (time.time(), ids[3]))
+        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (now - 600, ids[2]))  # silent
+        db.execute("UPDATE jobs SET host = 'gpu-box', heartbeat = ? WHERE id = ?", (now, ids[3]))  # beating
     assert q.claim().job_id == ids[4]  # the claim reaped first
     states = {j.job_id: j.state for j in q.jobs()}
     assert [states[i] for i in ids] == ["interrupted", "stopped", "interrupted", "running", "running"]

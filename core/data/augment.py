@@ -64,6 +64,9 @@ def to_code(text: str, size: int = 32, num_classes: int = 10) -> str:
     """The torchvision code that builds this pipeline, ready to paste."""
     steps = parse_pipeline(text)
     lines = ["import torch", "from torchvision.transforms import v2", "", "transform = v2.Compose(["]
+    # A PIL image (what torchvision.datasets.CIFAR10 yields) or a uint8 tensor -> an image tensor, first: without
+    # it, the code returned PIL images that a DataLoader cannot batch.
+    lines.append("    v2.ToImage(),")
     batch_line = None
     for name, p in steps:
         args = ", ".join(f"{k}={_code_arg(v)}" for k, v in _v2_args(name, p, size, num_classes).items())
