@@ -44,4 +44,4 @@ def test_the_copied_code_runs_as_pasted(pipeline, make):
     if "batch_transform" in scope:
         images, labels = scope["batch_transform"](images, labels)
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
-    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
