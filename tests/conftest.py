@@ -118,7 +118,7 @@ def _end_the_launcher():
 
 @pytest.fixture(scope="session")
 def app_cache(tmp_path_factory) -> Path:
-    """One cache folder for every app test of a session: the Train page's estimate measures each step
-    time once at an idle moment and keeps it there (core.methods.step_timings), as a real server does; a fresh
-    folder per test would time ResNet-18 again in every test."""
+    """One cache folder for every app test of a session: a timing job measures each step time once and keeps
+    it there (core.methods.step_timings), as on a real server; a fresh folder per test would time ResNet-18
+    again in every test."""
     return tmp_path_factory.mktemp("app-cache")

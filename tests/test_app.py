@@ -117,7 +117,16 @@ def labels(at: AppTest) -> set[str]:
     return {w.label for kind in ("number_input", "checkbox", "selectbox") for w in getattr(at, kind)}
 
 
-def test_train_page_shows_only_the_fields_that_matter(app_env, monkeypatch):
+@pytest.fixture
+def no_step_timings(app_cache):
+    """The shared cache without step timings: what a test of the timing job itself starts from, whichever
+    test measured some before it."""
+    from core.methods.step_timings import TIMINGS_FILE
+
+    (app_cache / TIMINGS_FILE).unlink(missing_ok=True)
+
+
+def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, monkeypatch):
     import core.methods.step_timings
     import core.models
 
@@ -149,7 +158,7 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, monkeypatch):
 
 
 @pytest.mark.slow  # a worker process
-def test_the_estimate_and_the_kept_networks_size_come_from_a_timing_job(app_env, monkeypatch):
+def test_the_estimate_and_the_kept_networks_size_come_from_a_timing_job(app_env, no_step_timings, monkeypatch):
     import core.methods.step_timings
     import core.models
     from ui.common import registry

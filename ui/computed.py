@@ -10,20 +10,17 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import TrainConfig
 from core.data.splits import Splits
 from core.jobs.queue import JobInfo
 from core.methods.step_timings import known_per_image
-from core.views.computed import ViewRequest, compute_seconds, result_path
+from core.views.computed import ViewRequest, compute_seconds, read_file, result_path
 from ui.common import registry, settings
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _read(path: str, mtime_ns: int) -> dict[str, Any] | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    """The result file, read once per version of it (mtime_ns is in the key)."""
+    return read_file(Path(path))
 
 
 def read(request: ViewRequest, splits: Splits) -> dict[str, Any] | None:
@@ -55,14 +52,14 @@ def show_views(requests: list[ViewRequest], splits: Splits, *, key: str, what: s
     latest = jobs[0] if jobs else None
     if latest is not None and latest.state in ("failed", "interrupted"):
         st.error(f"Computing {what} {latest.state}: {latest.message}")
-    per = {(r.arch, r.resolution): known_per_image(r.arch, r.resolution, settings().cache_dir) for r in missing}
-    seconds = sum(compute_seconds(r, per[(r.arch, r.resolution)], len(splits.labeled_y)) for r in missing)
+    seconds = sum(compute_seconds(r, known_per_image(r.config(), settings().cache_dir), len(splits.labeled_y))
+                  for r in missing)  # fmt: skip
     if st.button(f"Compute {what} (about {seconds:.0f} s)", key=f"compute_{key}", icon=":material/calculate:",
                  help="A worker computes it, as it trains runs: the server stays free. Then it is saved and "
                  "shown at once, to everyone."):  # fmt: skip
         replays = {r.map_request() for r in missing if r.what == "replay"}
         for r in [r for r in missing if r not in replays]:  # a replay's job draws its map too
-            registry().submit(TrainConfig(arch=r.arch, resolution=r.resolution), kind="view", request=r.to_dict())
+            registry().submit(r.config(), kind="view", request=r.to_dict())
         st.rerun()
     return results
 

@@ -63,7 +63,7 @@ def diverged_message(cfg: TrainConfig, epoch: int) -> str:
 
 
 def epoch_row(epoch: int, loss_sum: float, correct: float, seen: int, lr: float, seconds: float) -> dict[str, Any]:
-    """One history row of the training loop (core.runs.multiseed writes the same rows per seed)."""
+    """One history row of the training loop (one per lane, for stacked seeds)."""
     return {
         "index": epoch,
         "unit": "epoch",

@@ -54,9 +54,8 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 """
 STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
-# train: a run. evaluate: the full test pass of a saved run (run_id, core.runs.evaluate). view: what a page shows
-# that takes seconds to compute (a feature map, the spreading replay: core.views.computed). timing: the step
-# times behind a run's estimate (core.methods.step_timings). The server computes none of them.
+# train: a run. evaluate: a saved run's full test pass (core.runs.evaluate). view: what a page shows that takes
+# seconds (core.views.computed). timing: the step times behind an estimate. The server computes none of them.
 KINDS = ("train", "evaluate", "view", "timing")
 
 
@@ -102,6 +101,13 @@ def dead_job_outcome(kind: str, stop_asked: bool) -> tuple[str, str]:
         "interrupted: the worker process ended without saving (killed, crashed or out of memory); its history "
         "is kept. Start it again, maybe with a smaller batch or resolution"
     )
+
+
+def worker_dead(job_host: str | None, pid: int | None, heartbeat: float | None, host: str, now: float) -> bool:
+    """On this host the worker's pid tells; of another machine's worker, only its heartbeat."""
+    if job_host == host:
+        return not pid_alive(pid)
+    return now - (heartbeat or 0) > STALE_HEARTBEAT_S
 
 
 def default_queue_path(runs_dir: Path) -> Path:
@@ -183,28 +189,27 @@ class JobQueue:
     # ---- the jobs of dead workers
 
     def reap(self) -> list[int]:
-        """Ends the jobs whose worker died (SIGKILL, a segfault, the OOM killer, or ended after ignoring
-        Stop): a pid that is gone on this host, a heartbeat older than STALE_HEARTBEAT_S from another one.
-        Each becomes *interrupted* (*stopped* where Stop was asked), its history kept; a training job is
-        marked record_pending, for whoever holds the run store to write its run (core.jobs.reaping).
-        Every process that uses the queue calls it (a claim, a listing, the supervisor): without a server,
-        a dead worker's job still ends. Returns the ids it ended."""
+        """Ends the jobs whose worker died (`worker_dead`) as *interrupted* (*stopped* where Stop was asked),
+        their history kept; a training job is marked record_pending, for whoever holds the run store to write
+        its run (core.jobs.reaping). A claim, a listing and the supervisor all call it, so without a server a
+        dead worker's job still ends. Returns the ids it ended."""
         now, host = time.time(), socket.gethostname()
-        ended = []
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")  # one reaper at a time, and no claim in between
+        with self._connect() as db:  # a plain read first: claims poll every 0.25 s, and nothing is dead mostly
             rows = db.execute("SELECT id, kind, host, pid, heartbeat, stop_requested FROM jobs "
                               "WHERE state IN ('running', 'stopping')").fetchall()  # fmt: skip
-            for r in rows:
-                # On this host the pid tells; another machine's worker only its heartbeat.
-                here = r["host"] == host
-                dead = not pid_alive(r["pid"]) if here else now - (r["heartbeat"] or 0) > STALE_HEARTBEAT_S
-                if not dead:
-                    continue
+        dead = [r for r in rows if worker_dead(r["host"], r["pid"], r["heartbeat"], host, now)]
+        ended: list[int] = []
+        if not dead:
+            return ended
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # one reaper at a time; a job that ended meanwhile is left alone
+            for r in dead:
                 state, message = dead_job_outcome(r["kind"], r["stop_requested"] is not None)
-                db.execute("UPDATE jobs SET state = ?, message = ?, ended = ?, record_pending = ? WHERE id = ?",
-                           (state, message, now, int(r["kind"] == "train"), r["id"]))  # fmt: skip
-                ended.append(r["id"])
+                cur = db.execute("UPDATE jobs SET state = ?, message = ?, ended = ?, record_pending = ? "
+                                 "WHERE id = ? AND state IN ('running', 'stopping')",
+                                 (state, message, now, int(r["kind"] == "train"), r["id"]))  # fmt: skip
+                if cur.rowcount:
+                    ended.append(r["id"])
             db.execute("COMMIT")
         return ended
 

@@ -236,11 +236,9 @@ def measure(cfg: TrainConfig, splits: Splits, cache_dir: Path | None) -> float:
     """Measures (in a worker, never in the server) what cfg's estimate needs, and the size of the network it
     would keep; returns the estimate."""
     seconds = estimate_seconds(cfg, splits, cache_dir, busy=False)
+    classes = len(splits.classes)
     timings = step_timings(str(cache_dir) if cache_dir else None)
-    key = _bytes_key(cfg.arch, len(splits.classes))
-    if key not in timings.known:
-        timings.known[key] = float(state_dict_bytes(cfg.arch, len(splits.classes)))
-        timings._save()
+    timings._known(_bytes_key(cfg.arch, classes), False, lambda: float(state_dict_bytes(cfg.arch, classes)))
     return seconds
 
 
@@ -254,10 +252,11 @@ def kept_network_bytes(arch: str, classes: int, cache_dir: Path | None) -> int |
     return None if value is None else int(value)
 
 
-def known_per_image(arch: str, resolution: int, cache_dir: Path | None) -> float | None:
-    """Seconds per image through arch at resolution on this device, if measured already (never measured now)."""
+def known_per_image(cfg: TrainConfig, cache_dir: Path | None) -> float | None:
+    """Seconds per image through cfg's network at its resolution, on its device, if measured already (never
+    measured now: the server asks this)."""
     try:
-        return MeasuredTiming(TrainConfig(arch=arch), None, cache_dir, busy=True).per_image(arch, resolution)
+        return MeasuredTiming(cfg, None, cache_dir, busy=True).per_image(cfg.arch, cfg.resolution)
     except EstimateUnavailable:
         return None
 
@@ -267,7 +266,5 @@ def final_pass_seconds(cfg: TrainConfig, n_test: int, cache_dir: Path | None = N
     timings measured at an idle moment, never measured now; None when they are not known yet."""
     if not get_method(cfg.method).tests_images(cfg):
         return 0.0  # a head on cached features
-    try:
-        return n_test * MeasuredTiming(cfg, None, cache_dir, busy=True).per_image(cfg.arch, cfg.resolution)
-    except EstimateUnavailable:
-        return None
+    per_image = known_per_image(cfg, cache_dir)
+    return None if per_image is None else n_test * per_image

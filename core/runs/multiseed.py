@@ -65,7 +65,6 @@ class Seed:
     cfg: TrainConfig
     model: SmallDataNet
     rng: RngState
-    order: torch.Generator
     status: str = "running"  # running | finished | stopped | diverged
     message: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -116,7 +115,7 @@ def fit_seeds(
     group = []
     for c in cfgs:  # as fit builds it, so that each seed starts, and draws its augmentations, as it would alone
         model = seeded_model(c, splits, device)
-        group.append(Seed(c, model, RngState(device), torch.Generator().manual_seed(c.seed)))
+        group.append(Seed(c, model, RngState(device)))  # its batch order: the loop's generator of c.seed
     t = time.perf_counter()
     try:
         train_stacked(group, splits, device, bf16, on_row, should_stop)

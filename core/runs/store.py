@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
@@ -25,9 +25,6 @@ from core import settings
 from core.config import ConfigError, TrainConfig
 from core.methods.registry import experiment_hash
 from core.runs.record import RUN_ID, RecordError, RunRecord
-
-if TYPE_CHECKING:
-    pass
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 MAX_ARCHIVE_BYTES = 200 * 1024 * 1024  # Streamlit's own upload limit: whole networks are 10-45 MB each

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.config import TrainConfig
 from core.data.splits import Splits
 from core.methods.frozen import cache_key
 from core.models import weights_id
@@ -65,6 +66,10 @@ class ViewRequest:
         return cache_key("view1", self.what, self.arch, weights_id(self.weights), self.resolution, self.normalize,
                          self.run_id, self.source, self.n, fingerprint)  # fmt: skip
 
+    def config(self) -> TrainConfig:
+        """The network it maps, as a config: what its job is labelled with and its step times are keyed by."""
+        return TrainConfig(arch=self.arch, resolution=self.resolution)
+
     def map_request(self) -> ViewRequest:
         """The map a replay is drawn on."""
         return ViewRequest(**(self.to_dict() | {"what": "map"}))
@@ -76,11 +81,13 @@ def result_path(cache_dir: Path, request: ViewRequest, fingerprint: str) -> Path
 
 def read_result(cache_dir: Path | None, request: ViewRequest, fingerprint: str) -> dict[str, Any] | None:
     """The computed view, or None when it is not computed yet (or its file is damaged: computed again)."""
-    if cache_dir is None:
-        return None
-    path = result_path(cache_dir, request, fingerprint)
+    return None if cache_dir is None else read_file(result_path(cache_dir, request, fingerprint))
+
+
+def read_file(path: Path) -> dict[str, Any] | None:
+    """A result file's content; None when it is missing or damaged (then it is computed again)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
 
