@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.access import SINGLE_USER as ME
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -60,11 +62,11 @@ def rerun_while_training(dataset: str, cache: Path, reruns: int) -> dict[str, fl
     os.environ |= {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
     page_rerun_seconds(1)  # warm: the dataset, the estimate's step timings
     reg = Supervisor(runs, dataset, cache_dir=cache)
-    job = reg.submit(preset("scratch", "notebook", epochs=1000, eval_every=0))
+    job = reg.submit(preset("scratch", "notebook", epochs=1000, eval_every=0), by=ME)
     while len(reg.get(job.job_id).history) < 2:
         time.sleep(0.5)
     busy = page_rerun_seconds(reruns)
-    reg.stop(job.job_id)
+    reg.stop(job.job_id, ME)
     reg.wait(timeout=60)
     reg.close()
     # Idle: the same page with the same job on it (stopped now, its curves still drawn), nothing training.
@@ -136,7 +138,7 @@ def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
             # Queued as the Start button does; the server's own supervisor starts the worker.
             reg = Supervisor(runs, dataset, cache_dir=cache, start=False)
             cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0)
-            job = reg.submit(cfg)
+            job = reg.submit(cfg, by=ME)
             page.reload()
             page.get_by_text(f"Job {job.job_id}").first.wait_for(timeout=120_000)
             while not reg.get(job.job_id).done:

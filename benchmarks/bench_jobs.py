@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.access import SINGLE_USER as ME
 from core.jobs.supervisor import Supervisor
 from core.methods.registry import preset
 
@@ -39,10 +40,10 @@ def two_jobs_at_once(dataset: str, cache: Path, epochs: int) -> list[dict[str, A
     log(f"[jobs] one job alone vs two at once, scratch/notebook {epochs} epochs")
     cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0)
     alone_reg = Supervisor(Path(tempfile.mkdtemp(prefix="bench-one-")), dataset, max_running=1, cache_dir=cache)
-    alone = _wall(alone_reg, [alone_reg.submit(cfg).job_id])
+    alone = _wall(alone_reg, [alone_reg.submit(cfg, by=ME).job_id])
     alone_reg.close()
     pair_reg = Supervisor(Path(tempfile.mkdtemp(prefix="bench-two-")), dataset, max_running=2, cache_dir=cache)
-    pair = _wall(pair_reg, [pair_reg.submit(cfg.with_(seed=s)).job_id for s in (0, 1)])
+    pair = _wall(pair_reg, [pair_reg.submit(cfg.with_(seed=s), by=ME).job_id for s in (0, 1)])
     pair_reg.close()
     log(f"  one alone {alone:.1f}s, two at once {pair:.1f}s ({pair / alone:.2f}x)")
     return [
@@ -60,14 +61,14 @@ def stop_latency(dataset: str, weights: str, cache: Path) -> list[dict[str, Any]
     for decoded in Path(cache).glob("folder-*.pt"):  # the decoded images, but no features
         (cold / decoded.name).symlink_to(decoded.resolve())
     reg = Supervisor(Path(tempfile.mkdtemp(prefix="bench-stop-")), dataset, cache_dir=cold)
-    job = reg.submit(preset("labelspread", "recommended", weights=weights))
+    job = reg.submit(preset("labelspread", "recommended", weights=weights), by=ME)
     while "unlabeled" not in reg.get(job.job_id).note:
         if reg.get(job.job_id).done:
             raise RuntimeError(f"the job ended before the unlabeled features: {reg.get(job.job_id).message}")
         time.sleep(0.2)
     time.sleep(2.0)  # well inside the extraction
     t = time.time()
-    reg.stop(job.job_id)
+    reg.stop(job.job_id, ME)
     reg.wait(job_ids=[job.job_id])
     done = reg.get(job.job_id)
     latency = done.ended - t

@@ -7,6 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.access import SINGLE_USER as ME
+
 os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"  # the tiny model
 os.environ["SMALLDATA_WORKER_LINGER"] = "0"
 os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp()  # a launcher of its own, started below
@@ -30,7 +32,7 @@ def main() -> None:
         claimed, saved = [], []
         for seed in range(4):
             t = time.time()
-            job = reg.submit(TrainConfig(**QUICK, seed=seed))
+            job = reg.submit(TrainConfig(**QUICK, seed=seed), by=ME)
             reg.wait(timeout=120)
             if seed:
                 claimed.append(round(reg.get(job.job_id).started - t, 2))

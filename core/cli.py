@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core import settings
+from core.access import SINGLE_USER, Actor, PermissionDenied, check_name
 from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data.load import dataset_from_env, default_cache_dir, load_splits
 from core.data.splits import DataError
@@ -50,6 +51,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="'cifar10' or a folder path (default $SMALLDATA_DATASET or cifar10)")
     p.add_argument("--runs-dir", default=None, help="where runs are saved (default $SMALLDATA_RUNS_DIR or ./runs)")
     p.add_argument("--cache-dir", default=None, help="decoded-data and feature caches (default ./data/cache)")
+    p.add_argument("--owner", default=None, help="in class mode, who this is for: a member's name (default: local, "
+                   "the server's own user, who may do everything)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop a queued or running job")
     _add_common(stop)
     stop.add_argument("job", type=int)
+    delete = sub.add_parser("delete", help="delete a saved run and its weights")
+    _add_common(delete)
+    delete.add_argument("run_id")
+    evaluate = sub.add_parser("evaluate", help="queue the full test pass of a saved run that stopped early")
+    _add_common(evaluate)
+    evaluate.add_argument("run_id")
+    evaluate.add_argument("--wait", action="store_true", help="wait for it and print the new test accuracy")
     worker = sub.add_parser("worker", help="run queued jobs (until none is left with --once)")
     _add_common(worker)
     worker.add_argument("--once", action="store_true", help="run at most one job, then exit")
@@ -150,7 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{test}  lr {row['lr']:.2e}  {row['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
 
     store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
-    record = execute(cfg, splits, store, on_row=on_row, cache_dir=cache, progress=progress)
+    owner = actor(args).name
+    record = execute(cfg, splits, store, on_row=on_row, cache_dir=cache, progress=progress, owner=owner)
     out = summary(record)
     if args.json:
         print(json.dumps(out))
@@ -168,6 +179,20 @@ def _runs_dir(args: argparse.Namespace) -> Path:
     return Path(args.runs_dir) if args.runs_dir else default_runs_dir()
 
 
+def actor(args: argparse.Namespace) -> Actor:
+    """Who the command is for: --owner NAME (a member of the class, a teacher if the roster or
+    SMALLDATA_TEACHERS says so), or the server's own user, who may do everything."""
+    if args.owner is None:
+        return SINGLE_USER
+    from core.classroom.roster import Roster
+
+    try:
+        name = check_name(args.owner) if args.owner != "local" else "local"
+    except ValueError as err:
+        raise PermissionDenied(f"--owner: {err}") from None
+    return Roster(_runs_dir(args)).named(name, settings.current())
+
+
 def _registry(args: argparse.Namespace, start: bool):
     from core.jobs.supervisor import Supervisor
 
@@ -179,7 +204,7 @@ def _registry(args: argparse.Namespace, start: bool):
 def cmd_submit(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     registry = _registry(args, start=args.wait)
-    job = registry.submit(cfg)  # starts a worker process for it when a slot is free
+    job = registry.submit(cfg, by=actor(args))  # starts a worker process for it when a slot is free
     print(job.job_id if not args.wait else f"job {job.job_id}", file=sys.stdout if not args.wait else sys.stderr)
     if not args.wait:
         return 0
@@ -199,10 +224,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     queue = JobQueue(default_queue_path(_runs_dir(args)))
     queue.reap()  # a worker killed with no server running: its job shows interrupted, not running forever
-    jobs = queue.jobs()
-    rows = [{"job": j.job_id, "kind": j.kind, "state": j.state, "method": j.cfg.method,
-             "progress": round(job_fraction(j), 3), "note": j.note, "run_id": j.run_id, "message": j.message}
-            for j in jobs]  # fmt: skip
+    jobs, places = queue.jobs(), queue.positions()
+    rows = [{"job": j.job_id, "owner": j.owner, "kind": j.kind, "state": j.state, "place": places.get(j.job_id),
+             "method": j.cfg.method, "progress": round(job_fraction(j), 3), "started": j.started, "note": j.note,
+             "run_id": j.run_id, "message": j.message} for j in jobs]  # fmt: skip
     if args.json:
         print(json.dumps(rows))
     elif rows:
@@ -217,12 +242,32 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from core.jobs.queue import JobQueue, default_queue_path
 
-    state = JobQueue(default_queue_path(_runs_dir(args))).request_stop(args.job)
+    state = JobQueue(default_queue_path(_runs_dir(args))).request_stop(args.job, by=actor(args))
     if state is None:
         print(f"error: no job {args.job}", file=sys.stderr)
         return 2
     print(f"job {args.job}: {state}")
     return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    store = RunStore(_runs_dir(args))
+    store.check(args.run_id, actor(args), "delete")  # "no run ..." or whose it is, before anything goes
+    store.delete(args.run_id, by=actor(args))
+    print(f"deleted {args.run_id}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    registry = _registry(args, start=args.wait)
+    job = registry.evaluate(args.run_id, by=actor(args))
+    print(job.job_id if not args.wait else f"job {job.job_id}", file=sys.stdout if not args.wait else sys.stderr)
+    if not args.wait:
+        return 0
+    registry.wait(job_ids=[job.job_id])
+    done = registry.get(job.job_id)
+    print(f"job {job.job_id} {done.state}: {done.message}")
+    return 0 if done.state == "finished" else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -285,13 +330,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "runs":
             return cmd_runs(args)
-        commands = {"submit": cmd_submit, "jobs": cmd_jobs, "stop": cmd_stop, "worker": cmd_worker}
+        commands = {"submit": cmd_submit, "jobs": cmd_jobs, "stop": cmd_stop, "worker": cmd_worker,
+                    "delete": cmd_delete, "evaluate": cmd_evaluate}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args)
         from benchmarks.bench import main as bench_main
 
         return bench_main(args)
-    except (ConfigError, DataError, ModelError, StoreError, QueueError, SettingsError) as err:
+    except (ConfigError, DataError, ModelError, StoreError, QueueError, SettingsError, PermissionDenied) as err:
         if getattr(args, "json", False):  # a machine reads stdout: the error as JSON there too
             print(json.dumps({"error": str(err)}))
         else:

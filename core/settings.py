@@ -61,8 +61,8 @@ def _names(name: str, text: str) -> tuple[str, ...]:
     return tuple(filter(None, (p.strip() for p in text.split(","))))
 
 
-def _setting(variable: str, default: str, parse: Callable[[str, str], Any], help: str) -> Any:
-    meta = {"variable": variable, "default": default, "parse": parse, "help": help}
+def _setting(variable: str, default: str, parse: Callable[[str, str], Any], help: str, secret: bool = False) -> Any:
+    meta = {"variable": variable, "default": default, "parse": parse, "help": help, "secret": secret}
     return field(default=parse(variable, default), metadata=meta)
 
 
@@ -122,6 +122,19 @@ class Settings:
         "SMALLDATA_PLUGINS", "", _names, "modules imported at start, in the app and every worker (comma-separated)"
     )
     ray_address: str = _setting("RAY_ADDRESS", "", _text, "with the ray executor: the cluster to join (unset: local)")
+    class_code: str = _setting(
+        "SMALLDATA_CLASS_CODE",
+        "",
+        _text,
+        "class mode: the code a student enters with a display name (unset, and no [auth] in secrets: single user)",
+        secret=True,
+    )
+    teacher_code: str = _setting(
+        "SMALLDATA_TEACHER_CODE", "", _text, "class mode: the code that signs a teacher in instead", secret=True
+    )
+    teachers: tuple[str, ...] = _setting(
+        "SMALLDATA_TEACHERS", "", _names, "class mode: the accounts (e-mail with a login provider) that are teachers"
+    )
 
     def __post_init__(self) -> None:
         # Defaults that depend on another setting, filled once.
@@ -130,12 +143,19 @@ class Settings:
         if not str(self.launcher_dir) or str(self.launcher_dir) == ".":
             object.__setattr__(self, "launcher_dir", Path(tempfile.gettempdir()) / f"smalldata-{os.getuid()}")
 
+    @property
+    def class_mode(self) -> bool:
+        """A class code is set (a login provider in the app's secrets is the app's own business: ui.identity)."""
+        return bool(self.class_code)
+
     def rows(self) -> list[dict[str, str]]:
         """Each setting in effect, for the sidebar and `python -m core settings`."""
         out = []
         for f in fields(self):
             value = getattr(self, f.name)
             shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+            if f.metadata["secret"] and shown:
+                shown = "(set)"  # a code shown in the sidebar would sign anyone in
             out.append({"variable": f.metadata["variable"], "value": shown, "what": f.metadata["help"]})
         return out
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access import PermissionDenied
 from core.data.splits import DataError
 from core.runs.store import StoreError, same_test_set
 from core.views.charts import (
@@ -16,7 +17,8 @@ from core.views.charts import (
     semi_frame,
 )
 from core.views.tables import results_table, runs_frame, to_markdown
-from ui.common import framed, get_splits, pixelated_images, settings, store
+from ui.common import framed, get_splits, pixelated_images, plain, settings, shown_config, store
+from ui.identity import class_mode, me
 from ui.jobs_view import offer_evaluation
 
 framed("pages/compare.py")
@@ -27,17 +29,19 @@ if flash := st.session_state.pop("flash", None):  # the outcome of an import or 
 runs_store = store()
 runs = runs_store.runs()
 for warning in runs_store.warnings:
-    st.warning(f"Skipped an unreadable file in the runs folder: {warning}")
+    st.warning(f"Skipped an unreadable file in the runs folder: {plain(warning)}")
+you = me()
 
 with st.expander("Import runs from an export (.zip with weights, or .json)"):
     upload = st.file_uploader("Exported runs", type=["zip", "json"], key="import")
     if upload is not None and st.button("Import", key="do_import"):
         try:
-            added = runs_store.import_file(upload.getvalue())
-            st.session_state["flash"] = f"Imported {len(added)} run(s)."
+            added = runs_store.import_file(upload.getvalue(), by=you)
+            st.session_state["flash"] = f"Imported {len(added)} run(s)" + (f", now yours ({you.name})." if
+                                                                          class_mode() else ".")  # fmt: skip
             st.rerun()
         except StoreError as err:
-            st.error(f"Nothing imported: {err}")
+            st.error(f"Nothing imported: {plain(err)}")
 
 if not runs:
     st.info("No saved runs yet: start one on the Train page.")
@@ -107,15 +111,18 @@ table = results_table(selected)
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)
 c1.download_button("Download CSV", table.to_csv(index=False), "results.csv", "text/csv", icon=":material/download:")
-with_weights = [i for i in chosen if runs_store.has_weights(i)]
-if with_weights:  # a zip: the records and the weights they kept
+mine = [i for i in chosen if you.may_change(by_id[i].owner)]  # export: only your own runs (core checks too)
+with_weights = [i for i in mine if runs_store.has_weights(i)]
+if len(mine) < len(chosen):
+    c2.caption(f"{len(chosen) - len(mine)} of the selected runs are classmates': the export holds only yours.")
+if mine and with_weights:  # a zip: the records and the weights they kept
     c2.download_button(
-        f"Export selected runs (zip, {len(with_weights)} with weights)",
-        lambda: runs_store.export_archive(chosen),  # zipped on click, not on every rerun: networks are tens of MB
+        f"Export {len(mine)} run(s) (zip, {len(with_weights)} with weights)",
+        lambda: runs_store.export_archive(mine, by=you),  # zipped on click, not every rerun: networks are tens of MB
         "runs.zip", "application/zip", icon=":material/ios_share:",
     )  # fmt: skip
-else:
-    c2.download_button("Export selected runs (JSON)", runs_store.export_json(chosen), "runs.json",
+elif mine:
+    c2.download_button(f"Export {len(mine)} run(s) (JSON)", runs_store.export_json(mine, by=you), "runs.json",
                        "application/json", icon=":material/ios_share:")  # fmt: skip
 with st.expander("Markdown (copy with the button at the top right)"):
     st.code(to_markdown(table), language="markdown")
@@ -151,20 +158,27 @@ if m.confusion:
     elif wrong:
         st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
 else:
-    st.caption(f"This run has no evaluation ({run.status}: {run.message}).")
+    st.caption(f"This run has no evaluation ({run.status}: {plain(run.message)}).")
 if kind := runs_store.weights_kind(run.run_id):
     st.caption(f"Weights kept: {kind}, {runs_store.weights_bytes(run.run_id) / 1024:,.0f} KB "
                "(*Try a model* uses them).")  # fmt: skip
 else:
     st.caption("Weights: missing or unreadable. To keep a network's, tick *Keep the network's weights* on the "
                "Train page.")  # fmt: skip
-st.json({"config": run.config.to_dict(), "timings": run.timings, "env": run.env}, expanded=False)
+st.json({"owner": run.owner, "config": shown_config(run.config), "timings": run.timings, "env": run.env},
+        expanded=False)  # fmt: skip
 
 st.subheader("Delete runs")
-doomed = st.multiselect("Runs to delete", list(frame["run_id"]), key="doomed")
+deletable = [r.run_id for r in runs if you.may_change(r.owner)]
+if class_mode() and not you.teacher:
+    st.caption("You can delete your own runs; your classmates' are theirs.")
+doomed = st.multiselect("Runs to delete", deletable, key="doomed")
 sure = st.checkbox("Yes, delete these runs for good", key="sure")
 if st.button("Delete", disabled=not (doomed and sure), icon=":material/delete:", key="delete"):
-    for run_id in doomed:
-        runs_store.delete(run_id)
-    st.session_state["flash"] = f"Deleted {len(doomed)} run(s)."
-    st.rerun()
+    try:
+        for run_id in doomed:
+            runs_store.delete(run_id, by=you)
+        st.session_state["flash"] = f"Deleted {len(doomed)} run(s)."
+        st.rerun()
+    except PermissionDenied as err:  # the page offers only yours; core decides
+        st.error(str(err))

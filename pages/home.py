@@ -6,7 +6,8 @@ from core.data.cifar import download_cifar10
 from core.data.load import dataset_from_env, default_data_dir
 from core.data.splits import DataError
 from core.views.charts import class_balance
-from ui.common import device_label, framed, get_splits, store
+from ui.common import device_label, framed, get_splits, plain, store
+from ui.identity import me
 
 framed("pages/home.py")
 
@@ -24,9 +25,11 @@ try:
     splits = get_splits(source)
 except DataError as err:
     splits = None
-    st.warning(f"**No data yet.** {err}")
-    if source == "cifar10":
-        st.markdown(f"Download CIFAR-10 (163 MB) into `{default_data_dir().resolve()}`:")
+    st.warning(f"**No data yet.** {plain(err)}")
+    if source == "cifar10" and not me().teacher:
+        st.info("Your teacher prepares the dataset on the server: ask them.")
+    elif source == "cifar10":
+        st.markdown(f"Download CIFAR-10 (163 MB) into `{plain(default_data_dir().resolve())}`:")
         if st.button("Download CIFAR-10", type="primary", icon=":material/download:"):
             bar = st.progress(0.0, text="Starting the download...")
             try:
@@ -49,7 +52,8 @@ if splits is not None:
     cols[2].metric("Test", f"{info['test']:,}")
     cols[3].metric("Saved runs", len(store().runs()))
     st.caption(
-        f"Source: `{info['source']}` · {len(info['classes'])} classes · {info['image_size']}x{info['image_size']} px"
+        f"Source: `{plain(info['source'])}` · {len(info['classes'])} classes · "
+        f"{info['image_size']}x{info['image_size']} px"
     )
     left, right = st.columns([3, 2])
     with left:

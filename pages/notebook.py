@@ -3,10 +3,12 @@
 
 import streamlit as st
 
+from core.access import PermissionDenied
 from core.views.charts import notebook_chart
 from core.views.featuremap import pretrained_backbone
 from core.views.notebook import SEEDS, STEPS, experiments, missing_seeds, results
-from ui.common import config_caption, framed, registry, store, try_splits
+from ui.common import config_caption, framed, plain, registry, store, try_splits
+from ui.identity import me
 
 framed("pages/notebook.py")
 st.title("The notebook, replayed")
@@ -26,8 +28,8 @@ picked = st.radio("Pretrained network for transfer and the bonus", list(choices)
                   key="nb_backbone")  # fmt: skip
 arch, weights = picked.split("|", 1)
 if weights != "imagenet":
-    st.caption(f"The notebook fine-tunes ResNet-18; this replay uses **{arch}** from `{weights}` instead, so its "
-               "transfer numbers are not the notebook's model.")  # fmt: skip
+    st.caption(f"The notebook fine-tunes ResNet-18; this replay uses **{arch}** from `{plain(weights)}` instead, "
+               "so its transfer numbers are not the notebook's model.")  # fmt: skip
 configs = experiments(arch, weights, min(100, len(splits.labeled_y)))
 runs = store().runs()
 queued = [j.cfg for j in registry().jobs() if not j.done and j.kind == "train"]
@@ -43,10 +45,13 @@ for step in STEPS:
     c[0].caption(config_caption(cfg))
     label = f"Run with {len(todo)} seed(s)" if todo else "All seeds done or queued"
     if c[1].button(label, key=f"nb_{step.key}", disabled=not todo, icon=":material/play_arrow:"):
-        for seed in todo:
-            registry().submit(cfg.with_(seed=seed))
-        st.toast(f"Queued {len(todo)} run(s) of {step.model}")
-        st.rerun()
+        try:
+            for seed in todo:
+                registry().submit(cfg.with_(seed=seed), by=me())
+            st.toast(f"Queued {len(todo)} run(s) of {step.model}")
+            st.rerun()
+        except PermissionDenied as err:
+            st.error(str(err))
 
 st.subheader("Results, in the notebook's format")
 table, per_seed = results(configs, runs)

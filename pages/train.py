@@ -1,7 +1,10 @@
 """Train: choose a method and preset, adjust the fields that matter for it, start background runs."""
 
+from pathlib import Path
+
 import streamlit as st
 
+from core.access import PermissionDenied
 from core.config import FIELD_SPECS, ConfigError, TrainConfig
 from core.data.pipelines import PRESETS as AUGMENT_PRESETS
 from core.methods.base import OPTIMISATION
@@ -9,9 +12,10 @@ from core.methods.registry import METHODS, default_preset, list_presets, preset,
 from core.methods.step_timings import kept_network_bytes
 from core.models import REGISTRY, list_models, list_weight_files
 from core.runs.multiseed import stacks_here
-from ui.common import framed, registry, settings, store, try_splits
+from ui.common import class_seeds, framed, plain, registry, settings, store, try_splits
 from ui.estimate import show_estimate
-from ui.jobs_view import show_jobs
+from ui.identity import class_mode, me
+from ui.jobs_view import show_class_jobs, show_jobs, show_refusal
 from ui.widgets import field_inputs
 
 framed("pages/train.py")
@@ -46,8 +50,11 @@ def select_weights() -> str:
         st.caption("Downloaded once and cached by torchvision. Without network, use a local checkpoint file.")
         return "imagenet"
     picked = st.selectbox(
-        "Checkpoint in the weights folder", [str(f) for f in files] or ["(none found)"], key=f"wfile_{k}"
-    )
+        "Checkpoint in the weights folder", [str(f) for f in files] or ["(none found)"], key=f"wfile_{k}",
+        format_func=lambda f: Path(f).name,
+    )  # fmt: skip
+    if class_mode():  # the weights folder only: a free path would read any file of the server
+        return "" if picked == "(none found)" else picked
     path = st.text_input("...or a path to a .pth state_dict", value="", key=f"wpath_{k}")
     return path.strip() or ("" if picked == "(none found)" else picked)
 
@@ -107,7 +114,7 @@ except ConfigError as err:
 
 saved = None
 if problem:
-    st.error(f"**Cannot start:** {problem}")
+    st.error(f"**Cannot start:** {plain(problem)}")
 else:
     with c[1]:
         show_estimate(cfg, splits)
@@ -126,14 +133,29 @@ if cfg is not None and cfg.keep_weights and METHODS[method].tests_images(cfg):
 if cfg is not None and repeats > 1 and stacks_here(cfg):
     st.caption(f"The {int(repeats)} seeds train together in one worker, stacked (`core.runs.multiseed`); each is saved "
                "as its own run.")  # fmt: skip
+if class_mode() and cfg is not None:
+    st.caption("In a class, each run takes a seed of this recipe that nobody in the class has used yet: the class "
+               "board pools distinct seeds.")  # fmt: skip
 label = "Run again with another seed" if saved else "Start"
 if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_arrow:", key="start"):
-    seed = cfg.seed
-    while saved and store().find(cfg.with_(seed=seed), splits.fingerprint):  # the next unused seed
-        seed += 1
-    for i in range(int(repeats)):
-        registry().submit(cfg.with_(seed=seed + i))
-    st.toast(f"Queued {int(repeats)} run(s)")
+    seeds = class_seeds(cfg, splits, int(repeats)) if class_mode() else None
+    if seeds is None:
+        seed = cfg.seed
+        while saved and store().find(cfg.with_(seed=seed), splits.fingerprint):  # the next unused seed
+            seed += 1
+        seeds = [seed + i for i in range(int(repeats))]
+    queued = 0
+    try:
+        for seed in seeds:
+            registry().submit(cfg.with_(seed=seed), by=me())
+            queued += 1
+        st.toast(f"Queued {queued} run(s)")
+    except PermissionDenied as err:
+        st.error(f"Queued {queued} of {len(seeds)} run(s): {err}")
 
-st.subheader("Runs")
-show_jobs(len(splits.test_y))
+show_refusal()
+st.subheader("Your runs" if class_mode() else "Runs")
+show_jobs(splits)
+if class_mode():
+    st.subheader("The class's queue")
+    show_class_jobs()

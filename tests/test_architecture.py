@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first. A module may import modules of its own layer and of the layers before it, never after.
 LAYERS = [
-    ("core.settings", "core.plugins"),  # the environment, read once; plugins named there
+    ("core.settings", "core.plugins", "core.access"),  # the environment; plugins named there; who may change what
     ("core.data",),  # splits, augmentation pipelines
     ("core.models",),  # networks and their registry
     ("core.config",),  # the run config (its arch rule asks core.models)
@@ -18,6 +18,7 @@ LAYERS = [
     ("core.runs",),  # a run: record, store, fit, many seeds, re-evaluation, prediction
     ("core.views",),  # what the pages show that is not Streamlit: charts, tables, maps, the notebook
     ("core.jobs",),  # queue, worker, supervisor, launcher, Ray, progress text
+    ("core.classroom",),  # class mode: who is who, the lesson, the teacher's actions
     ("core.cli", "core.__main__", "core"),
 ]
 MAX_CORE_ROOT_MODULES = 8

@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 import torch
 
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.engine.predict import metrics, predict
 from core.jobs.progress import job_progress
@@ -40,7 +41,7 @@ def test_a_stopped_run_keeps_weights_that_evaluate_to_the_full_test_set(splits, 
     expected = metrics(predict(model.eval(), splits.test_x, torch.device("cpu"), False), splits.test_y, 3)
 
     notes = []
-    done = evaluate_saved(store, record.run_id, splits, progress=lambda f, t: notes.append(f))
+    done = evaluate_saved(store, record.run_id, splits, progress=lambda f, t: notes.append(f), by=ME)
     again = store.load(record.run_id)
     assert again.metrics.test_acc == pytest.approx(expected["accuracy"]) and again.metrics.test_images == 30
     assert not again.metrics.partial and again.metrics.confusion == expected["confusion"]
@@ -49,7 +50,7 @@ def test_a_stopped_run_keeps_weights_that_evaluate_to_the_full_test_set(splits, 
     assert "evaluated on the full test set afterwards" in again.message and done.metrics == again.metrics
     assert not can_evaluate(store, again)  # nothing left to offer
 
-    store.delete(record.run_id)
+    store.delete(record.run_id, by=ME)
     assert not store.weights_path(record.run_id).exists()
 
 
@@ -58,11 +59,11 @@ def test_a_finished_run_keeps_no_network_unless_asked_and_a_missing_or_corrupt_f
     finished = execute(CFG.with_(epochs=1), splits, store)
     assert finished.status == "finished" and not store.has_weights(finished.run_id)
     with pytest.raises(StoreError, match="kept no weights"):
-        evaluate_saved(store, finished.run_id, splits)
+        evaluate_saved(store, finished.run_id, splits, by=ME)
     record = stopped_run(splits, store)
     store.weights_path(record.run_id).write_bytes(b"not a torch file")
     with pytest.raises(StoreError, match="cannot be read as weights"):
-        evaluate_saved(store, record.run_id, splits)
+        evaluate_saved(store, record.run_id, splits, by=ME)
     assert store.load(record.run_id).metrics.partial  # nothing saved is lost
 
 
@@ -70,7 +71,7 @@ def test_stop_during_an_evaluation_leaves_the_run_as_it_was(splits, tmp_path):
     store = RunStore(tmp_path / "runs")
     record = stopped_run(splits, store)
     with pytest.raises(InterruptedError):
-        evaluate_saved(store, record.run_id, splits, should_stop=lambda: True)
+        evaluate_saved(store, record.run_id, splits, should_stop=lambda: True, by=ME)
     assert store.load(record.run_id).metrics == record.metrics
 
 
@@ -81,13 +82,13 @@ def test_an_evaluate_job_runs_through_the_queue(dataset_dir, splits, tmp_path):
     rows = []
     # A stopped run on the dataset the worker loads (same folder, so the same fingerprint).
     record = execute(CFG, splits, store, on_row=rows.append, should_stop=lambda: len(rows) >= 1)
-    job_id = q.submit(record.config, str(dataset_dir), kind="evaluate", run_id=record.run_id)
+    job_id = q.submit(record.config, str(dataset_dir), kind="evaluate", run_id=record.run_id, by=ME)
     assert work(q.path, job_id=job_id, cache_dir=tmp_path / "cache") == 1
     job = q.get(job_id)
     assert job.kind == "evaluate" and job.state == "finished" and "30 test images" in job.message
     assert job.note_fraction == 1.0 and not store.load(record.run_id).metrics.partial
     with pytest.raises(ValueError, match="only an evaluate job names a run"):
-        q.submit(record.config, str(dataset_dir), kind="evaluate")
+        q.submit(record.config, str(dataset_dir), kind="evaluate", by=ME)
 
 
 def test_a_queue_from_before_evaluation_jobs_still_opens(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.jobs.queue import JobQueue, QueueError, default_queue_path
 from core.jobs.supervisor import Supervisor
@@ -25,25 +26,25 @@ LONG = QUICK | {"epochs": 100_000 // 10, "eval_every": 1, "eval_subset": 30}
 
 def test_queue_order_positions_claims_and_stops(tmp_path):
     q = JobQueue(tmp_path / "q.sqlite")
-    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(3)]
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data", by=ME) for s in range(3)]
     assert [q.queue_position(i) for i in ids] == [1, 2, 3]
     first = q.claim()
     assert first.job_id == ids[0] and first.state == "running" and first.pid == os.getpid()
     assert q.claim(ids[0]) is None  # nobody takes a job twice
-    assert q.request_stop(ids[1]) == "stopped" and q.queue_position(ids[2]) == 1  # left the queue
-    assert q.request_stop(ids[0]) == "stopping" and q.stop_requested(ids[0])
+    assert q.request_stop(ids[1], by=ME) == "stopped" and q.queue_position(ids[2]) == 1  # left the queue
+    assert q.request_stop(ids[0], by=ME) == "stopping" and q.stop_requested(ids[0])
     q.add_row(ids[0], {"index": 1, "unit": "epoch"})
     q.set_note(ids[0], 0.5, "half way")
     job = q.get(ids[0])
     assert job.history == [{"index": 1, "unit": "epoch"}] and job.note == "half way" and not job.done
     q.finish(ids[0], "stopped", "run-1", "")
-    assert q.get(ids[0]).done and q.count("queued") == 1 and q.request_stop(999) is None
+    assert q.get(ids[0]).done and q.count("queued") == 1 and q.request_stop(999, by=ME) is None
 
 
 def test_a_worker_runs_a_queued_job_and_saves_it(dataset_dir, tmp_path):
     runs = tmp_path / "runs"
     q = JobQueue(default_queue_path(runs))
-    job_id = q.submit(TrainConfig(**QUICK | {"epochs": 3}), str(dataset_dir))
+    job_id = q.submit(TrainConfig(**QUICK | {"epochs": 3}), str(dataset_dir), by=ME)
     assert work(q.path, once=True, cache_dir=tmp_path / "cache") == 1
     job = q.get(job_id)
     assert job.state == "finished" and len(job.history) == 3 and job.run_id
@@ -53,7 +54,7 @@ def test_a_worker_runs_a_queued_job_and_saves_it(dataset_dir, tmp_path):
 
 def test_a_job_whose_data_cannot_load_fails_with_the_reason(tmp_path):
     q = JobQueue(tmp_path / "runs" / "queue.sqlite")
-    job_id = q.submit(TrainConfig(**QUICK), str(tmp_path / "no-such-dataset"))
+    job_id = q.submit(TrainConfig(**QUICK), str(tmp_path / "no-such-dataset"), by=ME)
     work(q.path, once=True)
     job = q.get(job_id)
     assert job.state == "failed" and "does not exist" in job.message
@@ -113,8 +114,8 @@ def wait_for(predicate, timeout=60.0):
 @pytest.mark.slow
 def test_killed_worker_is_interrupted_with_history_and_the_next_job_runs(dataset_dir, tmp_path, registries):
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
-    long = reg.submit(TrainConfig(**LONG))
-    short = reg.submit(TrainConfig(**QUICK))
+    long = reg.submit(TrainConfig(**LONG), by=ME)
+    short = reg.submit(TrainConfig(**QUICK), by=ME)
     assert wait_for(lambda: len(reg.get(long.job_id).history) >= 2)
     assert reg.queue_position(short.job_id) == 1 and reg.get(short.job_id).state == "queued"  # one at a time
     os.kill(reg.get(long.job_id).pid, signal.SIGKILL)  # the kernel's OOM killer, or a segfault
@@ -129,7 +130,7 @@ def test_killed_worker_is_interrupted_with_history_and_the_next_job_runs(dataset
 @pytest.mark.slow
 def test_a_restarted_server_runs_the_jobs_queued_before(dataset_dir, tmp_path, registries):
     before = registries(tmp_path / "runs", str(dataset_dir), start=False)  # a server that dies at once
-    ids = [before.submit(TrainConfig(**QUICK, seed=s)).job_id for s in range(2)]
+    ids = [before.submit(TrainConfig(**QUICK, seed=s), by=ME).job_id for s in range(2)]
     assert [before.get(i).state for i in ids] == ["queued", "queued"]
     del before
     after = registries(tmp_path / "runs", str(dataset_dir), max_running=2, cache_dir=tmp_path / "cache")
@@ -141,7 +142,7 @@ def test_a_restarted_server_runs_the_jobs_queued_before(dataset_dir, tmp_path, r
 
 def test_a_claim_below_the_limit_waits_for_a_free_slot(tmp_path):
     q = JobQueue(tmp_path / "q.sqlite")
-    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(3)]
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data", by=ME) for s in range(3)]
     assert q.claim(below=1).job_id == ids[0]
     assert q.claim(below=1) is None  # one runs: a worker going on to the next job must not add a second
     assert q.claim(below=2).job_id == ids[1]
@@ -154,7 +155,7 @@ def test_a_started_worker_goes_on_with_the_next_queued_jobs(dataset_dir, tmp_pat
     """Three jobs, one at a time: the first job's worker runs all three (no second start-up), and never
     two at once."""
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache", start=False)
-    ids = [reg.submit(TrainConfig(**QUICK, seed=s)).job_id for s in range(3)]
+    ids = [reg.submit(TrainConfig(**QUICK, seed=s), by=ME).job_id for s in range(3)]
     reg.tick()  # starts one worker, for the first job
     assert reg.wait(timeout=120)
     jobs = [reg.get(i) for i in ids]
@@ -169,11 +170,11 @@ def test_the_next_start_goes_to_the_worker_that_waits_for_it(dataset_dir, tmp_pa
     """A worker whose jobs are done waits (WORKER_LINGER_S) for the next Start: the supervisor leaves the
     job to it instead of starting a process, which saves the next run torch's start-up."""
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
-    first = reg.submit(TrainConfig(**QUICK, seed=0))
+    first = reg.submit(TrainConfig(**QUICK, seed=0), by=ME)
     assert reg.wait(timeout=120)
     worker = reg._procs[first.job_id]
     assert worker.poll() is None  # done with its job, and waiting
-    second = reg.submit(TrainConfig(**QUICK, seed=1))
+    second = reg.submit(TrainConfig(**QUICK, seed=1), by=ME)
     assert reg.wait(timeout=120)
     assert reg.get(second.job_id).state == "finished" and reg.get(second.job_id).pid == worker.pid
     assert list(reg._procs) == [first.job_id]  # no second process was started
@@ -185,9 +186,9 @@ def test_stop_ends_a_running_job_which_is_saved_as_stopped(dataset_dir, tmp_path
     (the worker, not the supervisor's grace-period kill) long before its 10,000 epochs, saved as stopped."""
     reg = registries(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache",
                      grace_s=3600)  # fmt: skip
-    job = reg.submit(TrainConfig(**LONG))
+    job = reg.submit(TrainConfig(**LONG), by=ME)
     assert wait_for(lambda: len(reg.get(job.job_id).history) >= 1)
-    assert reg.stop(job.job_id) == "stopping"
+    assert reg.stop(job.job_id, ME) == "stopping"
     assert wait_for(lambda: reg.get(job.job_id).done, timeout=60)
     done = reg.get(job.job_id)
     saved = reg.store.load(done.run_id)
@@ -199,7 +200,7 @@ def test_stop_ends_a_running_job_which_is_saved_as_stopped(dataset_dir, tmp_path
 def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir, tmp_path):
     q = JobQueue(default_queue_path(tmp_path / "runs"))
     reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, grace_s=1.0, start=False)
-    job_id = q.submit(TrainConfig(**QUICK), str(dataset_dir))
+    job_id = q.submit(TrainConfig(**QUICK), str(dataset_dir), by=ME)
     q.claim(job_id)
     with sqlite3.connect(q.path) as db:  # pretend a worker (a sleeping process) holds the job
         import subprocess
@@ -207,7 +208,7 @@ def test_a_worker_that_ignores_stop_is_ended_after_the_grace_period(dataset_dir,
 
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         db.execute("UPDATE jobs SET pid = ? WHERE id = ?", (sleeper.pid, job_id))
-    q.request_stop(job_id)
+    q.request_stop(job_id, by=ME)
     reg.tick()  # within the grace period: the worker is left alone
     assert sleeper.poll() is None
     with sqlite3.connect(q.path) as db:  # Stop was asked 10 s ago, past the grace period of 1 s
@@ -233,11 +234,11 @@ def test_the_queue_reaps_the_jobs_of_dead_workers_and_their_runs_are_saved_once(
     from core.jobs.reaping import write_pending_records
 
     q = JobQueue(default_queue_path(tmp_path / "runs"))
-    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data") for s in range(5)]
+    ids = [q.submit(TrainConfig(**QUICK, seed=s), "data", by=ME) for s in range(5)]
     for job_id in ids[:4]:
         q.claim(job_id)
     q.add_row(ids[0], {"index": 1, "unit": "epoch", "seconds": 1.0})
-    q.request_stop(ids[1])
+    q.request_stop(ids[1], by=ME)
     now = time.time()
     with sqlite3.connect(q.path) as db:
         db.execute("UPDATE jobs SET pid = ? WHERE id IN (?, ?)", (dead_pid(), ids[0], ids[1]))  # died here
@@ -264,7 +265,7 @@ def test_a_worker_killed_with_no_server_shows_interrupted_in_the_next_jobs_listi
 
     runs = tmp_path / "runs"
     q = JobQueue(default_queue_path(runs))
-    job_id = q.submit(TrainConfig(**LONG), str(dataset_dir))
+    job_id = q.submit(TrainConfig(**LONG), str(dataset_dir), by=ME)
     env = os.environ | {"PYTHONPATH": str(ROOT), "SMALLDATA_CACHE_DIR": str(tmp_path / "cache")}
     worker = subprocess.Popen([sys.executable, "-m", "core", "worker", "--once", "--runs-dir", str(runs)], env=env,
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -276,7 +277,7 @@ def test_a_worker_killed_with_no_server_shows_interrupted_in_the_next_jobs_listi
     assert main(["jobs", "--json", "--runs-dir", str(runs)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(j["job"], j["state"]) for j in listed] == [(job_id, "interrupted")]
-    q.submit(TrainConfig(**QUICK), str(dataset_dir))
+    q.submit(TrainConfig(**QUICK), str(dataset_dir), by=ME)
     assert work(q.path, once=True, cache_dir=tmp_path / "cache") == 1  # the next worker saves the dead one's run
     saved = RunStore(runs).load(q.get(job_id).run_id)
     assert saved.status == "interrupted" and len(saved.history) >= 2
@@ -284,11 +285,12 @@ def test_a_worker_killed_with_no_server_shows_interrupted_in_the_next_jobs_listi
 
 RAY_DRIVER = """
 import json, sys
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.jobs.supervisor import Supervisor
 runs, dataset, cache, cfg = sys.argv[1:5]
 reg = Supervisor(runs, dataset, cache_dir=cache)
-job = reg.submit(TrainConfig.from_json(cfg))
+job = reg.submit(TrainConfig.from_json(cfg), by=ME)
 finished = reg.wait(timeout=240)
 done = reg.get(job.job_id)
 print(json.dumps({"executor": reg.executor, "finished": finished, "state": done.state, "run_id": done.run_id,

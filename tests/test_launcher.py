@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.jobs import launcher
 from core.jobs.queue import JobQueue
@@ -44,7 +45,7 @@ def test_a_forked_worker_gets_its_own_environment_log_and_exit_status(ready, tmp
 def test_the_registry_forks_its_workers_and_they_run_the_jobs(ready, dataset_dir, tmp_path):
     reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
     try:
-        job = reg.submit(TrainConfig(**QUICK))
+        job = reg.submit(TrainConfig(**QUICK), by=ME)
         handle = reg._procs[job.job_id]
         assert isinstance(handle, launcher.Launched)
         assert {"pid": handle.pid, "argv": handle_argv(handle)} in launcher.children()
@@ -68,7 +69,7 @@ def test_a_worker_outlives_its_launcher_and_its_end_is_still_seen(ready, dataset
     launcher.start(env)
     assert wait_for(lambda: launcher.ready(), timeout=60)
     queue = JobQueue(tmp_path / "q.sqlite")
-    job_id = queue.submit(TrainConfig(**LONG), str(dataset_dir))
+    job_id = queue.submit(TrainConfig(**LONG), str(dataset_dir), by=ME)
     worker = launcher.launch(
         ["worker", "--queue", str(queue.path), "--job", str(job_id)], env, tmp_path, tmp_path / "w.log"
     )
@@ -78,7 +79,7 @@ def test_a_worker_outlives_its_launcher_and_its_end_is_still_seen(ready, dataset
     assert launcher.launch(["--help"], env, tmp_path, tmp_path / "b.log") is None  # the server spawns instead
     n = len(queue.get(job_id).history)
     assert worker.poll() is None and wait_for(lambda: len(queue.get(job_id).history) > n)  # it trains on
-    queue.request_stop(job_id)
+    queue.request_stop(job_id, by=ME)
     assert wait_for(lambda: worker.poll() is not None, timeout=30)  # its end is seen without the launcher
     assert queue.get(job_id).state == "stopped"
 
@@ -88,7 +89,7 @@ def test_with_the_launcher_off_workers_are_plain_processes(monkeypatch, dataset_
     assert launcher.launch(["--help"], {}, tmp_path, tmp_path / "x.log") is None
     reg = Supervisor(tmp_path / "runs", str(dataset_dir), max_running=1, cache_dir=tmp_path / "cache")
     try:
-        job = reg.submit(TrainConfig(**QUICK))
+        job = reg.submit(TrainConfig(**QUICK), by=ME)
         assert isinstance(reg._procs[job.job_id], subprocess.Popen)
         assert reg.wait(timeout=120) and reg.get(job.job_id).state == "finished"
     finally:

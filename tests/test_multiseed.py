@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from core.access import SINGLE_USER as ME
 from core.config import ConfigError
 from core.methods.registry import preset
 from core.models import create_model
@@ -129,8 +130,8 @@ def test_a_worker_trains_the_queued_seeds_of_one_recipe_together_and_saves_each(
     monkeypatch.setenv("SMALLDATA_STACK_SEEDS", "always")
     queue = JobQueue(tmp_path / "runs" / "queue.sqlite")
     cfg = preset("scratch", "recommended", **FAST | {"n_labeled": 30})
-    ids = [queue.submit(cfg.with_(seed=s), str(dataset_dir)) for s in SEEDS]
-    other = queue.submit(cfg.with_(lr=0.01), str(dataset_dir))  # another recipe: not one of the group
+    ids = [queue.submit(cfg.with_(seed=s), str(dataset_dir), by=ME) for s in SEEDS]
+    other = queue.submit(cfg.with_(lr=0.01), str(dataset_dir), by=ME)  # another recipe: not one of the group
     assert work(queue.path, job_id=ids[0]) == 1
     jobs = [queue.get(i) for i in ids]
     assert [j.state for j in jobs] == ["finished"] * 3 and len({j.pid for j in jobs}) == 1
@@ -139,7 +140,7 @@ def test_a_worker_trains_the_queued_seeds_of_one_recipe_together_and_saves_each(
     assert [r.config.seed for r in records] == SEEDS
     assert all(r.diagnostics["stacked_seeds"] == SEEDS for r in records)
     monkeypatch.setenv("SMALLDATA_STACK_SEEDS", "never")
-    again = [queue.submit(cfg.with_(seed=s), str(dataset_dir)) for s in (7, 8)]
+    again = [queue.submit(cfg.with_(seed=s), str(dataset_dir), by=ME) for s in (7, 8)]
     assert work(queue.path, job_id=again[0]) == 1 and queue.get(again[1]).state == "queued"
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.runs.record import Metrics, RunRecord
 from core.runs.store import RunStore, StoreError
@@ -53,7 +54,7 @@ def test_round_trip_list_find_delete(tmp_path):
     assert store.find(TrainConfig(seed=1), "fp").run_id == "b2"
     assert store.find(TrainConfig(seed=2), "fp") is None
     assert store.find(TrainConfig(seed=1), "other-data") is None
-    store.delete("a1")
+    store.delete("a1", by=ME)
     assert [r.run_id for r in store.runs()] == ["b2"]
 
 
@@ -127,22 +128,22 @@ def test_export_import_round_trip_and_malicious_imports(tmp_path):
     a = RunStore(tmp_path / "a")
     a.save(record("r1", 0.4))
     a.save(record("r2", 0.5))
-    blob = a.export_json(["r1", "r2"])
+    blob = a.export_json(["r1", "r2"], by=ME)
     b = RunStore(tmp_path / "b")
-    assert sorted(b.import_json(blob)) == ["r1", "r2"]
+    assert sorted(b.import_json(blob, by=ME)) == ["r1", "r2"]
     assert b.load("r2").metrics.test_acc == 0.5
     evil = json.loads(blob)
     evil["runs"][0]["run_id"] = "../../escape"
     with pytest.raises(StoreError, match="run id"):
-        b.import_json(json.dumps(evil))
+        b.import_json(json.dumps(evil), by=ME)
     with pytest.raises(StoreError, match="not JSON"):
-        b.import_json(b"\x80\x04\x95pickle")
+        b.import_json(b"\x80\x04\x95pickle", by=ME)
     with pytest.raises(StoreError, match="larger"):
-        b.import_json(b" " * (21 * 1024 * 1024))
+        b.import_json(b" " * (21 * 1024 * 1024), by=ME)
     bad_cfg = json.loads(blob)
     bad_cfg["runs"][1]["config"]["lr"] = "fast"
     with pytest.raises(StoreError, match="config"):
-        RunStore(tmp_path / "c").import_json(json.dumps(bad_cfg))
+        RunStore(tmp_path / "c").import_json(json.dumps(bad_cfg), by=ME)
     assert not (tmp_path / "c").exists() or RunStore(tmp_path / "c").runs() == []  # nothing half-imported
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core.access import SINGLE_USER as ME
 from core.config import TrainConfig
 from core.methods.knn_graph import knn_graph, label_spread
 from core.methods.registry import preset
@@ -126,13 +127,15 @@ def test_export_and_import_carry_the_weights_and_refuse_strangers(splits, tmp_pa
     a = RunStore(tmp_path / "a")
     kept = execute(SCRATCH.with_(keep_weights=True), splits, a)
     bare = execute(SCRATCH.with_(seed=1), splits, a)
-    archive = a.export_archive([kept.run_id, bare.run_id])
+    archive = a.export_archive([kept.run_id, bare.run_id], by=ME)
     b = RunStore(tmp_path / "b")
-    assert sorted(b.import_file(archive)) == sorted([kept.run_id, bare.run_id])
+    assert sorted(b.import_file(archive, by=ME)) == sorted([kept.run_id, bare.run_id])
     assert b.has_weights(kept.run_id) and not b.has_weights(bare.run_id)
     ours, theirs = (s.load_weights(kept.run_id).state for s in (a, b))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert b.import_file(a.export_json([bare.run_id]).encode()) == [bare.run_id]  # plain JSON still imports
+    assert b.import_file(a.export_json([bare.run_id], by=ME).encode(), by=ME) == [
+        bare.run_id
+    ]  # plain JSON still imports
 
     def zipped(**members) -> bytes:
         buf = io.BytesIO()
@@ -150,9 +153,9 @@ def test_export_and_import_carry_the_weights_and_refuse_strangers(splits, tmp_pa
         (b"PK\x03\x04 broken", "not a readable zip"),
     ):
         with pytest.raises(StoreError, match=reason):
-            c.import_file(bad)
+            c.import_file(bad, by=ME)
     assert c.runs() == []  # nothing half-imported
-    a.delete(kept.run_id)
+    a.delete(kept.run_id, by=ME)
     assert not a.has_weights(kept.run_id)
 
 

@@ -5,10 +5,13 @@ Everything here is a thin wrapper: the logic lives in `core`.
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import streamlit as st
 
+from core.access import redact
 from core.config import TrainConfig
 from core.data.load import load_splits
 from core.data.splits import DataError, Splits
@@ -47,7 +50,7 @@ def try_splits(n_labeled: int | None = None) -> Splits | None:
     try:
         return get_splits(settings().dataset, n_labeled)
     except DataError as err:
-        st.error(f"**The dataset could not be loaded.** {err}")
+        st.error(f"**The dataset could not be loaded.** {plain(err)}")
         return None
 
 
@@ -72,17 +75,62 @@ def device_label() -> str:
     return device_name(resolve_device("auto"))
 
 
+def server_paths() -> list[Path]:
+    """Every folder of the server a page might name: its settings' folders, the checkout, the interpreter,
+    the home and temporary folders."""
+    s = settings()
+    folders = [s.runs_dir, s.data_dir, s.cache_dir, s.weights_dir, s.launcher_dir, Path(s.dataset)]
+    folders += [Path(__file__).resolve().parents[1], Path(sys.prefix), Path.home(), Path(tempfile.gettempdir())]
+    return [f for f in folders if str(f) not in ("", ".", "cifar10")]
+
+
+def plain(text: str) -> str:
+    """`text` as a page may show it: in class mode, no server path (core.access.redact)."""
+    from ui.identity import class_mode  # ui.identity imports this module
+
+    return redact(str(text), server_paths()) if class_mode() else str(text)
+
+
 def show_sidebar() -> None:
+    from ui.identity import class_mode, show_identity
+
     s = settings()
     with st.sidebar:
-        st.markdown(f"**Dataset**: `{s.dataset}` · **Device**: {device_label()}")
-        with st.expander("Settings in effect"):
-            st.dataframe(s.rows(), hide_index=True, column_config={"what": st.column_config.TextColumn(width="large")})
+        show_identity()
+        dataset = Path(s.dataset).name if class_mode() else s.dataset
+        st.markdown(f"**Dataset**: `{dataset}` · **Device**: {device_label()}")
+        if not class_mode():  # a class sees no server folder; the teacher's page shows the rest
+            with st.expander("Settings in effect"):
+                st.dataframe(s.rows(), hide_index=True,
+                             column_config={"what": st.column_config.TextColumn(width="large")})  # fmt: skip
         jobs = registry().queue.jobs(active_only=True)
         running = [j for j in jobs if j.state in ("running", "stopping")]
         queued = [j for j in jobs if j.state == "queued"]
         if running or queued:
             st.info(f"{len(running)} run(s) training, {len(queued)} waiting")
+
+
+def class_seeds(cfg: TrainConfig, splits: Splits, n: int) -> list[int]:
+    """n seeds of cfg's recipe that nobody in the class has taken, now this student's (core.classroom.lesson)."""
+    from core.classroom.lesson import take_seed
+    from core.classroom.roster import Roster
+    from ui.identity import me
+
+    roster, used = Roster(settings().runs_dir), _used_seeds(cfg, splits.fingerprint)
+    return [take_seed(roster, cfg, splits.fingerprint, me().name, used) for _ in range(n)]
+
+
+def _used_seeds(cfg: TrainConfig, fingerprint: str) -> set[int]:
+    """Seeds of this recipe in saved runs (made before the class took seeds from the roster)."""
+    from core.views.board import recipe_key
+
+    key = recipe_key(cfg, fingerprint)
+    return {r.config.seed for r in store().runs() if recipe_key(r.config, r.dataset.get("fingerprint", "")) == key}
+
+
+def shown_config(cfg: TrainConfig) -> dict:
+    """A config as a page shows it (no server path in class mode)."""
+    return {k: plain(v) if isinstance(v, str) else v for k, v in cfg.to_dict().items()}
 
 
 def config_caption(cfg: TrainConfig) -> str:

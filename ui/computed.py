@@ -14,7 +14,9 @@ from core.data.splits import Splits
 from core.jobs.queue import JobInfo
 from core.methods.step_timings import known_per_image
 from core.views.computed import ViewRequest, compute_seconds, read_file, result_path
-from ui.common import registry, settings
+from ui.common import plain, registry, settings
+from ui.identity import me
+from ui.jobs_view import stop
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -51,7 +53,7 @@ def show_views(requests: list[ViewRequest], splits: Splits, *, key: str, what: s
         return results
     latest = jobs[0] if jobs else None
     if latest is not None and latest.state in ("failed", "interrupted"):
-        st.error(f"Computing {what} {latest.state}: {latest.message}")
+        st.error(f"Computing {what} {latest.state}: {plain(latest.message)}")
     seconds = sum(compute_seconds(r, known_per_image(r.config(), settings().cache_dir), len(splits.labeled_y))
                   for r in missing)  # fmt: skip
     if st.button(f"Compute {what} (about {seconds:.0f} s)", key=f"compute_{key}", icon=":material/calculate:",
@@ -59,7 +61,7 @@ def show_views(requests: list[ViewRequest], splits: Splits, *, key: str, what: s
                  "shown at once, to everyone."):  # fmt: skip
         replays = {r.map_request() for r in missing if r.what == "replay"}
         for r in [r for r in missing if r not in replays]:  # a replay's job draws its map too
-            registry().submit(r.config(), kind="view", request=r.to_dict())
+            registry().submit(r.config(), kind="view", request=r.to_dict(), by=me())
         st.rerun()
     return results
 
@@ -78,6 +80,6 @@ def _follow(job_ids: list[int], what: str) -> None:
             text = job.note or "starting a worker..."
         cols = st.columns([5, 1])
         cols[0].progress(min(1.0, job.note_fraction), text=f"Computing {what}: {text}")
-        if job.state in ("queued", "running"):
-            cols[1].button("Stop", key=f"stop_view_{job.job_id}", icon=":material/stop:", on_click=reg.stop,
+        if job.state in ("queued", "running") and me().may_change(job.owner):
+            cols[1].button("Stop", key=f"stop_view_{job.job_id}", icon=":material/stop:", on_click=stop,
                            args=(job.job_id,))  # fmt: skip

@@ -10,6 +10,7 @@ from core.config import TrainConfig
 from core.data.splits import Splits
 from core.methods.step_timings import EstimateUnavailable, estimate_seconds
 from ui.common import registry, settings
+from ui.identity import me
 
 
 def show_estimate(cfg: TrainConfig, splits: Splits) -> None:
@@ -37,7 +38,7 @@ def _measuring(cfg: TrainConfig) -> None:
         st.caption(f"No estimate: measuring its step times {last.state} ({last.message})")
         return  # not again and again: a new config, or a reload, asks once more
     if not pending:
-        pending = [reg.submit(cfg, kind="timing")]
+        pending = [reg.submit(cfg, kind="timing", by=me())]
     _follow(pending[0].job_id)
 
 

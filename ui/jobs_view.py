@@ -1,19 +1,39 @@
-"""The Train page's list of jobs (from the queue in the runs folder): finished jobs are drawn once,
-running and queued ones live in a fragment that reruns only as often as their rows arrive (about
-1 s for short epochs, up to 5 s for long ones)."""
+"""The Train page's list of jobs (from the queue in the runs folder): your own first, finished ones drawn
+once, running and queued ones in a fragment that reruns only as often as their rows arrive (about 1 s for
+short epochs, up to 5 s for long ones); in class mode the class's jobs below, as a compact list with each
+one's place in the fair queue."""
 
 from __future__ import annotations
 
+from statistics import median
+
 import streamlit as st
 
+from core.access import PermissionDenied
+from core.data.splits import Splits
 from core.jobs.progress import job_progress
 from core.jobs.queue import JobInfo
-from core.methods.step_timings import final_pass_seconds
+from core.jobs.schedule import expected_wait
+from core.methods.step_timings import EstimateUnavailable, estimate_seconds, final_pass_seconds
 from core.runs.evaluate import can_evaluate
 from core.runs.record import RunRecord
 from core.runs.store import StoreError
 from core.views.charts import history_frame, learning_curves
-from ui.common import config_caption, registry, settings
+from ui.common import config_caption, plain, registry, settings
+from ui.identity import class_mode, me
+
+
+def stop(job_id: int) -> None:
+    """Stop's callback: core refuses another's job (PermissionDenied); the page says so instead of a traceback."""
+    try:
+        registry().stop(job_id, me())
+    except PermissionDenied as err:
+        st.session_state["_refused"] = str(err)
+
+
+def show_refusal() -> None:
+    if refused := st.session_state.pop("_refused", None):
+        st.error(refused)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -38,8 +58,7 @@ def _load(run_id: str, mtime_ns: int) -> RunRecord | None:
         return None
 
 
-def show_job(job: JobInfo, n_test: int) -> None:
-    reg = registry()
+def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
     head = st.columns([4, 1])
     what = {
         "evaluate": f"evaluate `{job.run_id}` on the full test set",
@@ -48,10 +67,10 @@ def show_job(job: JobInfo, n_test: int) -> None:
     }.get(job.kind, config_caption(job.cfg))
     head[0].markdown(f"**Job {job.job_id}** · {what} · **{job.state}**")
     if job.state == "queued":
-        head[0].caption(f"Waiting: position {reg.queue_position(job.job_id)} in the queue")
-    if job.state in ("queued", "running"):
+        head[0].caption(f"Waiting: {place or 'in the queue'}")
+    if job.state in ("queued", "running") and me().may_change(job.owner):
         # A callback: the stop is asked before the rerun draws anything, so this very rerun shows "stopping".
-        head[1].button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:", on_click=reg.stop, args=(job.job_id,))
+        head[1].button("Stop", key=f"stop_{job.job_id}", icon=":material/stop:", on_click=stop, args=(job.job_id,))
     if job.state == "stopping":
         st.caption("Stopping: the run ends within a second or two and is saved as stopped, with its last test check.")
     if job.state == "running":
@@ -68,7 +87,7 @@ def show_job(job: JobInfo, n_test: int) -> None:
             f"train {m.train_acc:.1%} · saved as `{job.run_id}`"
         )
     if job.message:
-        (st.error if job.state in ("failed", "diverged", "interrupted") else st.info)(job.message)
+        (st.error if job.state in ("failed", "diverged", "interrupted") else st.info)(plain(job.message))
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
@@ -82,19 +101,56 @@ def refresh_interval(jobs: list[JobInfo]) -> float | None:
     return min(10.0, max(1.0, min(per_row))) if per_row else 2.0
 
 
-def show_jobs(n_test: int, limit: int = 6) -> None:
-    jobs = registry().jobs(limit=limit)
+def _job_seconds(job: JobInfo, splits: Splits, typical: float) -> float:
+    """How long a job takes: its estimate from measured step times, else what finished jobs took."""
+    if job.kind == "train":
+        try:
+            return estimate_seconds(job.cfg, splits, cache_dir=settings().cache_dir, busy=True)
+        except (EstimateUnavailable, ValueError):
+            pass
+    return typical if job.kind in ("train", "evaluate") else 10.0
+
+
+def waits(splits: Splits) -> dict[int, str]:
+    """Each queued job's place in the fair queue and the expected wait, as text."""
+    reg = registry()
+    active, places = reg.queue.jobs(active_only=True, limit=1000), reg.queue.positions()
+    finished = [j.ended - j.started for j in reg.jobs(limit=100) if j.kind == "train" and j.ended and j.started]
+    typical = median(finished) if finished else 60.0
+    queued = sorted((j for j in active if j.job_id in places), key=lambda j: places[j.job_id])
+    ahead = [_job_seconds(j, splits, typical) for j in queued]
+    running = [j for j in active if j.state in ("running", "stopping")]
+    left = [
+        max(0.0, _job_seconds(j, splits, typical) - (j.history[-1]["seconds"] if j.history else 0)) for j in running
+    ]
+    out = {}
+    for j in queued:
+        wait = expected_wait(places[j.job_id], ahead, left, reg.max_running)
+        out[j.job_id] = f"place {places[j.job_id]} of {len(queued)} in the queue, about {_minutes(wait)} to wait"
+    return out
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(1, round(seconds))} s"
+
+
+def show_jobs(splits: Splits, limit: int = 6) -> None:
+    """Your jobs (in single-user mode, every job): live while they run."""
+    n_test = len(splits.test_y)
+    owner = me().name if class_mode() else None
+    jobs = registry().queue.jobs(limit=limit, owner=owner)
     if not jobs:
-        st.caption("No runs in the queue yet.")
+        st.caption("No runs of yours yet." if owner else "No runs in the queue yet.")
         return
     had_active = {j.job_id for j in jobs if not j.done}
 
     @st.fragment(run_every=refresh_interval(jobs))
     def live() -> None:
-        active = [j for j in registry().queue.jobs(active_only=True) if j.job_id in had_active]
+        active = [j for j in registry().queue.jobs(active_only=True, owner=owner) if j.job_id in had_active]
+        places = waits(splits) if any(j.state == "queued" for j in active) else {}
         for job in active:
             with st.container(border=True):
-                show_job(job, n_test)
+                show_job(job, n_test, places.get(job.job_id, ""))
         if had_active - {j.job_id for j in active}:
             st.rerun()  # a job ended: redraw the page once, with it among the finished
 
@@ -105,11 +161,31 @@ def show_jobs(n_test: int, limit: int = 6) -> None:
                 show_job(job, n_test)
 
 
+def show_class_jobs() -> None:
+    """The class's jobs in flight, one line each: owner, what, state, place in the queue."""
+    import pandas as pd
+
+    reg = registry()
+    places = reg.queue.positions()
+    active = sorted(reg.queue.jobs(active_only=True, limit=1000), key=lambda j: places.get(j.job_id, 0))
+    if not active:
+        st.caption("Nothing of the class's is running or waiting.")
+        return
+    rows = [{"owner": j.owner, "what": config_caption(j.cfg) if j.kind == "train" else j.kind, "state": j.state,
+             "place": places.get(j.job_id)} for j in active]  # fmt: skip
+    running = sum(j.state != "queued" for j in active)
+    st.caption(f"{running} running on {reg.max_running} worker slot(s), {len(active) - running} waiting, in the fair "
+               "order: the next free slot goes to whoever has the fewest jobs running and waited longest.")  # fmt: skip
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={"place": st.column_config.NumberColumn(
+        "place", help="In the queue: 1 starts next")})  # fmt: skip
+
+
 def offer_evaluation(runs: list[RunRecord]) -> None:
     """Runs stopped before their final test pass: their partial accuracy, and "Evaluate now", which
     queues each full pass as a job (core.runs.evaluate) and follows its progress here."""
     reg = registry()
     pending = {j.run_id: j.job_id for j in reg.queue.jobs(active_only=True) if j.kind == "evaluate"}
+    runs = [r for r in runs if me().may_change(r.owner)]  # another's run is theirs to evaluate
     if pending:
         _follow_evaluations(sorted(pending.values()))
     waiting = [r for r in runs if r.metrics.partial and r.run_id not in pending]
@@ -127,8 +203,11 @@ def offer_evaluation(runs: list[RunRecord]) -> None:
     if able and st.button(
         f"Evaluate {len(able)} now on the full test set", key="evaluate", icon=":material/fact_check:"
     ):
-        for run in able:
-            reg.evaluate(run.run_id)
+        try:
+            for run in able:
+                reg.evaluate(run.run_id, by=me())
+        except PermissionDenied as err:
+            st.session_state["_refused"] = str(err)
         st.rerun()
 
 

@@ -7,5 +7,5 @@ applied to whole batches).
 - `pipelines`: the transform catalog, presets, the text and JSON forms of a pipeline
 - `augment`: pipelines as torchvision objects and code, previews, batched training augmentation
 
-May import: core.settings, core.plugins.
+May import: core.settings, core.plugins, core.access.
 """

@@ -1,8 +1,10 @@
 """The job queue: an embedded SQLite database (WAL mode) beside the runs, shared by every app
 session, server process, CLI command and worker that points at the same runs folder.
 
-It holds what is in flight, never a result: queued and running jobs, their live history rows and
-progress notes, stop requests, and which worker runs what. A finished run is a JSON file of the run
+It holds what is in flight, never a result: queued and running jobs and their owners, their live history
+rows and progress notes, stop requests, which worker runs what, and the per-owner limits a teacher set.
+Claims take the fair choice across owners (core.jobs.schedule), and only an owner or a teacher may stop
+a job (core.access). A finished run is a JSON file of the run
 store, as before. Every call opens its own short connection, so threads and processes never share
 one; WAL lets readers (the Train page, every second) run beside the one writer of the moment.
 """
@@ -16,98 +18,17 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.access import Actor, PermissionDenied, check
 from core.config import TrainConfig
-from core.jobs.launcher import pid_alive
-
-ACTIVE = ("queued", "running", "stopping")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    config TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'train',
-    state TEXT NOT NULL DEFAULT 'queued',
-    created REAL NOT NULL,
-    started REAL,
-    ended REAL,
-    host TEXT,
-    pid INTEGER,
-    heartbeat REAL,
-    stop_requested REAL,
-    run_id TEXT,
-    message TEXT NOT NULL DEFAULT '',
-    note TEXT NOT NULL DEFAULT '',
-    note_fraction REAL NOT NULL DEFAULT 0,
-    record_pending INTEGER NOT NULL DEFAULT 0,
-    request TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS rows (
-    job_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    row TEXT NOT NULL,
-    PRIMARY KEY (job_id, idx)
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
-"""
-STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
-# train: a run. evaluate: a saved run's full test pass (core.runs.evaluate). view: what a page shows that takes
-# seconds (core.views.computed). timing: the step times behind an estimate. The server computes none of them.
-KINDS = ("train", "evaluate", "view", "timing")
+from core.jobs.job import ACTIVE, ADDED_COLUMNS, KINDS, SCHEMA, JobInfo, dead_job_outcome, worker_dead
+from core.jobs.schedule import Busy, Limits, Waiting, fair_order, is_limited, queued_limit_message, startable
 
 
 class QueueError(RuntimeError):
     """The job database cannot be used; the message says which file and what to do."""
-
-
-@dataclass
-class JobInfo:
-    job_id: int
-    cfg: TrainConfig
-    dataset: str
-    state: str  # queued | running | stopping | finished | stopped | diverged | failed | interrupted
-    created: float
-    kind: str = "train"
-    started: float | None = None
-    ended: float | None = None
-    host: str | None = None
-    pid: int | None = None
-    heartbeat: float | None = None
-    stop_requested: float | None = None
-    run_id: str | None = None
-    message: str = ""
-    note: str = ""
-    note_fraction: float = 0.0
-    record_pending: int = 0  # 1: its worker died, and its run record (with this history) is still to be written
-    request: dict[str, Any] = field(default_factory=dict)  # what a view job computes
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.state not in ACTIVE
-
-
-def dead_job_outcome(kind: str, stop_asked: bool) -> tuple[str, str]:
-    """The state and message of a job whose worker died."""
-    state = "stopped" if stop_asked else "interrupted"
-    if kind == "evaluate":  # the saved run is only rewritten at the end of its pass: it is intact
-        return state, f"evaluation {state}: the run keeps its partial accuracy"
-    if stop_asked:
-        return state, "stopped: the worker did not stop within the grace period and was ended; its history is kept"
-    return state, (
-        "interrupted: the worker process ended without saving (killed, crashed or out of memory); its history "
-        "is kept. Start it again, maybe with a smaller batch or resolution"
-    )
-
-
-def worker_dead(job_host: str | None, pid: int | None, heartbeat: float | None, host: str, now: float) -> bool:
-    """On this host the worker's pid tells; of another machine's worker, only its heartbeat."""
-    if job_host == host:
-        return not pid_alive(pid)
-    return now - (heartbeat or 0) > STALE_HEARTBEAT_S
 
 
 def default_queue_path(runs_dir: Path) -> Path:
@@ -122,12 +43,9 @@ class JobQueue:
             with self._connect() as db:
                 db.executescript(SCHEMA)
                 columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-                if "kind" not in columns:  # a queue written before evaluation jobs existed
-                    db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'train'")
-                if "request" not in columns:  # a queue written before view and timing jobs
-                    db.execute("ALTER TABLE jobs ADD COLUMN request TEXT NOT NULL DEFAULT '{}'")
-                if "record_pending" not in columns:  # a queue written before the queue reaped dead jobs
-                    db.execute("ALTER TABLE jobs ADD COLUMN record_pending INTEGER NOT NULL DEFAULT 0")
+                for name, ddl in ADDED_COLUMNS.items():
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {ddl}")
         except sqlite3.DatabaseError as err:
             raise QueueError(
                 f"the job database {self.path} cannot be used ({err}). Saved runs are safe (they are JSON files "
@@ -152,39 +70,77 @@ class JobQueue:
     # ---- producers: the app, the CLI
 
     def submit(
-        self, cfg: TrainConfig, dataset: str, *, kind: str = "train", run_id: str | None = None,
+        self, cfg: TrainConfig, dataset: str, *, by: Actor, kind: str = "train", run_id: str | None = None,
         request: dict[str, Any] | None = None,
     ) -> int:  # fmt: skip
         """A training job, (kind="evaluate") the full test pass of the saved run run_id, (kind="view") the
-        view that `request` describes, or (kind="timing") the step times of cfg's estimate."""
+        view that `request` describes, or (kind="timing") the step times of cfg's estimate; owned by `by`.
+        A student past the class's limit of waiting jobs is refused (PermissionDenied, saying why)."""
         if kind not in KINDS or (kind == "evaluate") != (run_id is not None) or (kind == "view") != bool(request):
             raise ValueError(f"a job is one of {KINDS}; only an evaluate job names a run, only a view job has a "
                              f"request (got {kind}, {run_id}, {request})")  # fmt: skip
         with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # the count and the insert at once: two tabs cannot both pass the limit
+            if is_limited(kind, by.role):
+                waiting = db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ? AND role != 'teacher' AND kind IN "
+                    "('train', 'evaluate')", (by.name,),
+                ).fetchone()[0]  # fmt: skip
+                if (refusal := queued_limit_message(by.name, waiting, self._limits(db))) is not None:
+                    db.execute("ROLLBACK")
+                    raise PermissionDenied(refusal)
             cur = db.execute(
-                "INSERT INTO jobs (config, dataset, kind, run_id, request, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (cfg.to_json(), dataset, kind, run_id, json.dumps(request or {}, sort_keys=True), time.time()),
-            )
+                "INSERT INTO jobs (config, dataset, kind, run_id, request, created, owner, role) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cfg.to_json(), dataset, kind, run_id, json.dumps(request or {}, sort_keys=True), time.time(),
+                 by.name, by.role),
+            )  # fmt: skip
+            db.execute("COMMIT")
             return int(cur.lastrowid)
 
-    def request_stop(self, job_id: int) -> str | None:
-        """A queued job leaves the queue (nothing to save); a running one is asked to stop. Its new state."""
+    def request_stop(self, job_id: int, *, by: Actor) -> str | None:
+        """A queued job leaves the queue (nothing to save); a running one is asked to stop. Its new state,
+        None when there is no such job. Only its owner or a teacher may (PermissionDenied)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT state, owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 db.execute("COMMIT")
                 return None
-            state = row["state"]
+            try:
+                check(by, row["owner"], "stop", f"job {job_id}")
+            except PermissionDenied:
+                db.execute("ROLLBACK")
+                raise
+            state, stop_by = row["state"], (by.name if by.name != row["owner"] else None)
             if state == "queued":
                 state = "stopped"
-                db.execute("UPDATE jobs SET state = ?, message = 'removed from the queue', ended = ? WHERE id = ?",
-                           (state, time.time(), job_id))  # fmt: skip
+                message = "removed from the queue" + (f" by {by.name} (teacher)" if stop_by else "")
+                db.execute("UPDATE jobs SET state = ?, message = ?, ended = ?, stop_by = ? WHERE id = ?",
+                           (state, message, time.time(), stop_by, job_id))  # fmt: skip
             elif state == "running":
                 state = "stopping"
-                db.execute("UPDATE jobs SET state = ?, stop_requested = ? WHERE id = ?", (state, time.time(), job_id))
+                db.execute("UPDATE jobs SET state = ?, stop_requested = ?, stop_by = ? WHERE id = ?",
+                           (state, time.time(), stop_by, job_id))  # fmt: skip
             db.execute("COMMIT")
             return state
+
+    # ---- the limits a teacher sets
+
+    def _limits(self, db: sqlite3.Connection) -> Limits:
+        values = {r["name"]: r["value"] for r in db.execute("SELECT name, value FROM limits")}
+        return Limits(**{k: v for k, v in values.items() if k in ("running", "queued")})
+
+    def limits(self) -> Limits:
+        with self._connect() as db:
+            return self._limits(db)
+
+    def set_limits(self, limits: Limits, *, by: Actor) -> None:
+        if not by.teacher:
+            raise PermissionDenied(f"{by.name} is not a teacher: only a teacher can change the class's limits")
+        with self._connect() as db:
+            for name in ("running", "queued"):
+                db.execute("INSERT OR REPLACE INTO limits VALUES (?, ?)", (name, getattr(limits, name)))
 
     # ---- the jobs of dead workers
 
@@ -239,20 +195,44 @@ class JobQueue:
             if below is not None and running >= below:
                 db.execute("COMMIT")
                 return None
+            if job_id is None:  # the fair choice (core.jobs.schedule), not the oldest job
+                job_id = next(iter(startable(*self._schedule(db), self._limits(db))), None)
+            elif db.execute("SELECT id FROM jobs WHERE state = 'queued' AND id = ?", (job_id,)).fetchone() is None:
+                job_id = None
             if job_id is None:
-                row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1").fetchone()
-            else:
-                row = db.execute("SELECT id FROM jobs WHERE state = 'queued' AND id = ?", (job_id,)).fetchone()
-            if row is None:
                 db.execute("COMMIT")
                 return None
             now = time.time()
             db.execute(
                 "UPDATE jobs SET state = 'running', started = ?, heartbeat = ?, host = ?, pid = ? WHERE id = ?",
-                (now, now, socket.gethostname(), os.getpid(), row["id"]),
+                (now, now, socket.gethostname(), os.getpid(), job_id),
             )
             db.execute("COMMIT")
-        return self.get(row["id"])
+        return self.get(job_id)
+
+    def _schedule(self, db: sqlite3.Connection) -> tuple[list[Waiting], list[Busy], dict[str, float]]:
+        """What core.jobs.schedule decides from: the queued jobs, the running ones, when each owner last started."""
+        marks = ",".join("?" * len(ACTIVE))
+        rows = db.execute(f"SELECT id, owner, kind, role, state FROM jobs WHERE state IN ({marks})", ACTIVE).fetchall()
+        waiting = [Waiting(r["id"], r["owner"], r["kind"], is_limited(r["kind"], r["role"]))
+                   for r in rows if r["state"] == "queued"]  # fmt: skip
+        running = [Busy(r["owner"], r["kind"], is_limited(r["kind"], r["role"]))
+                   for r in rows if r["state"] != "queued"]  # fmt: skip
+        owners = {w.owner for w in waiting}
+        marks = ",".join("?" * len(owners))
+        last = {r[0]: r[1] for r in db.execute(f"SELECT owner, MAX(started) FROM jobs WHERE owner IN ({marks}) AND "
+                                               "started IS NOT NULL GROUP BY owner", list(owners))}  # fmt: skip
+        return waiting, running, last
+
+    def next_to_start(self) -> list[int]:
+        """The queued jobs that may start now, in the order claims take them (what a supervisor starts)."""
+        with self._connect() as db:
+            return startable(*self._schedule(db), self._limits(db))
+
+    def positions(self) -> dict[int, int]:
+        """Each queued job's place in the fair order (1: the next to start)."""
+        with self._connect() as db:
+            return {job_id: i + 1 for i, job_id in enumerate(fair_order(*self._schedule(db)))}
 
     def claim_siblings(self, job: JobInfo, limit: int) -> list[JobInfo]:
         """Atomically takes up to `limit` queued training jobs that differ from `job` (claimed) only in
@@ -260,10 +240,10 @@ class JobQueue:
         recipe = job.cfg.with_(seed=0)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                "SELECT id, config FROM jobs WHERE state = 'queued' AND kind = 'train' AND dataset = ? ORDER BY id",
-                (job.dataset,),
-            ).fetchall()
+            rows = db.execute(  # one owner's seeds only: stacking must not take a classmate's turn
+                "SELECT id, config FROM jobs WHERE state = 'queued' AND kind = 'train' AND dataset = ? AND owner = ? "
+                "AND role = ? ORDER BY id", (job.dataset, job.owner, job.role),
+            ).fetchall()  # fmt: skip
             seeds, ids = {job.cfg.seed}, []
             for row in rows:
                 try:
@@ -313,9 +293,14 @@ class JobQueue:
         jobs = self.jobs(ids=[job_id])
         return jobs[0] if jobs else None
 
-    def jobs(self, *, limit: int = 200, ids: list[int] | None = None, active_only: bool = False) -> list[JobInfo]:
-        """Newest first, with their history rows."""
+    def jobs(
+        self, *, limit: int = 200, ids: list[int] | None = None, active_only: bool = False, owner: str | None = None
+    ) -> list[JobInfo]:
+        """Newest first, with their history rows; (owner=NAME) only NAME's."""
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
             args += ids
@@ -340,9 +325,7 @@ class JobQueue:
         return out
 
     def queue_position(self, job_id: int) -> int | None:
-        with self._connect() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY id")]
-        return ids.index(job_id) + 1 if job_id in ids else None
+        return self.positions().get(job_id)
 
     def count(self, *states: str) -> int:
         with self._connect() as db:

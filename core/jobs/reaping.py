@@ -15,7 +15,7 @@ def write_pending_records(queue: JobQueue, store: RunStore) -> list[str]:
     for job in queue.pending_records():
         record = failed_record(job.cfg, RuntimeError(job.message), history=job.history, status=job.state,
                                started=job.started)  # fmt: skip
-        record.message = job.message
+        record.message, record.owner = job.message, job.owner
         if queue.record_written(job.job_id, record.run_id):  # first: only then is the file written
             store.save(record)
             written.append(record.run_id)

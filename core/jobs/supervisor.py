@@ -2,10 +2,10 @@
 or as Ray tasks.
 
 The server never trains: it queues, reads progress and asks for stops. At most `max_running` jobs
-train at once (default one), each worker with its share of the cores; the rest wait, first come first
-served. A monitor thread starts workers as jobs arrive, has the queue reap the jobs of dead workers (as every
-process that uses the queue does) and saves their runs, and ends a worker that ignores Stop for longer
-than a grace period.
+train at once (default one), each worker with its share of the cores; the rest wait, in the fair order
+across owners of core.jobs.schedule. A monitor thread starts workers as jobs arrive, has the queue reap the
+jobs of dead workers (as every process that uses the queue does) and saves their runs, and ends a worker that
+ignores Stop for longer than a grace period.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import settings
+from core.access import Actor
 from core.config import TrainConfig
 from core.jobs import launcher
 from core.jobs.launcher import pid_alive
@@ -69,16 +70,19 @@ class Supervisor:
     # ---- what the pages and the CLI call
 
     def submit(
-        self, cfg: TrainConfig, *, kind: str = "train", run_id: str | None = None, request: dict | None = None
-    ) -> JobInfo:
-        job_id = self.queue.submit(cfg, self.dataset, kind=kind, run_id=run_id, request=request)
+        self, cfg: TrainConfig, *, by: Actor, kind: str = "train", run_id: str | None = None,
+        request: dict | None = None,
+    ) -> JobInfo:  # fmt: skip
+        """Queues a job owned by `by`; PermissionDenied past the class's limit of waiting jobs."""
+        job_id = self.queue.submit(cfg, self.dataset, by=by, kind=kind, run_id=run_id, request=request)
         if not self._closed.is_set():
             self.tick()
         return self.queue.get(job_id)
 
-    def evaluate(self, run_id: str) -> JobInfo:
-        """Queues the full test pass of a saved run (core.runs.evaluate), like any other job."""
-        return self.submit(self.store.load(run_id).config, kind="evaluate", run_id=run_id)
+    def evaluate(self, run_id: str, *, by: Actor) -> JobInfo:
+        """Queues the full test pass of a saved run (core.runs.evaluate), like any other job; only for the run's
+        owner or a teacher (PermissionDenied). The worker checks again."""
+        return self.submit(self.store.check(run_id, by, "evaluate").config, by=by, kind="evaluate", run_id=run_id)
 
     def jobs(self, limit: int = 50) -> list[JobInfo]:
         return self.queue.jobs(limit=limit)
@@ -92,8 +96,8 @@ class Supervisor:
     def queue_position(self, job_id: int) -> int | None:
         return self.queue.queue_position(job_id)
 
-    def stop(self, job_id: int) -> str | None:
-        return self.queue.request_stop(job_id)
+    def stop(self, job_id: int, by: Actor) -> str | None:
+        return self.queue.request_stop(job_id, by=by)
 
     def wait(self, timeout: float | None = None, job_ids: list[int] | None = None) -> bool:
         """Blocks until the jobs (default: all) are done; False on timeout."""
@@ -162,16 +166,18 @@ class Supervisor:
     def _start_workers(self) -> None:
         if self._closed.is_set():
             return
-        active = sorted(self.queue.jobs(active_only=True), key=lambda j: j.job_id)
+        active = self.queue.jobs(active_only=True)
         busy = sum(j.state in ("running", "stopping") for j in active)
         starting = {i for i in (*self._procs, *self._refs)}
-        queued = [j for j in active if j.state == "queued"]
+        by_id = {j.job_id: j for j in active}
+        # In the fair order, without the owners at their limit (core.jobs.schedule): what a claim would take.
+        queued = [by_id[i] for i in self.queue.next_to_start() if i in by_id]
         free = self.max_running - busy - sum(1 for j in queued if j.job_id in starting)
         # A worker whose jobs are done waits WORKER_LINGER_S for the next one (core.jobs.worker.next_job): leave
         # the next jobs to idle ones, which claim them within 0.25 s. One that gives up first is reaped
         # next tick, and the job then gets a worker of its own.
         running_pids = {j.pid for j in active if j.state in ("running", "stopping")}
-        queued_ids = {j.job_id for j in queued}
+        queued_ids = {j.job_id for j in active if j.state == "queued"}
         idle = sum(1 for job_id, proc in self._procs.items()
                    if proc.poll() is None and job_id not in queued_ids and proc.pid not in running_pids)  # fmt: skip
         for job in [j for j in queued if j.job_id not in starting][idle : max(idle, free)]:

@@ -14,15 +14,17 @@ import time
 from pathlib import Path
 
 from core import settings
+from core.access import PermissionDenied
 from core.data.load import load_splits
 from core.data.splits import DataError
+from core.jobs.job import stopped_message
 from core.jobs.queue import JobInfo, JobQueue
 from core.jobs.reaping import write_pending_records
 from core.methods.step_timings import measure
 from core.plugins import load_plugins
 from core.runs.evaluate import evaluate_saved
 from core.runs.multiseed import MAX_SEEDS, fit_seeds, stacks_here
-from core.runs.record import new_run_id
+from core.runs.record import RunRecord, new_run_id
 from core.runs.store import RunStore, StoreError
 from core.runs.train import execute, failed_record, failure_advice
 from core.views.computed import ViewRequest
@@ -88,9 +90,9 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
             return run_seeds(queue, [job, *siblings], store, splits, cache_dir, note)
         record = execute(
             job.cfg, splits, store, on_row=lambda row: queue.add_row(job.job_id, row), should_stop=should_stop,
-            cache_dir=cache_dir, progress=note,
+            cache_dir=cache_dir, progress=note, owner=job.owner,
         )  # fmt: skip
-        queue.finish(job.job_id, record.status, record.run_id, record.message)
+        finish_run(queue, job, record, store)
         return record.status
     except (DataError, OSError, ValueError, RuntimeError) as err:  # before the run: nothing to save
         queue.finish(job.job_id, "failed", None, failure_advice(err))
@@ -120,19 +122,30 @@ def run_seeds(queue: JobQueue, jobs: list[JobInfo], store: RunStore, splits, cac
         records = [failed_record(j.cfg, err, splits=splits, run_id=run_ids[i], history=rows[i], started=started)
                    for i, j in enumerate(jobs)]  # fmt: skip
     for job, record in zip(jobs, records, strict=True):
+        record.owner = job.owner
         store.save(record)
-        queue.finish(job.job_id, record.status, record.run_id, record.message)
+        finish_run(queue, job, record, store)
     return records[0].status
+
+
+def finish_run(queue: JobQueue, job: JobInfo, record: RunRecord, store: RunStore) -> None:
+    """Ends a training job with its saved run; a run a teacher stopped says so, in the queue and in the run."""
+    if record.status == "stopped" and (stopped := queue.get(job.job_id)) is not None:
+        message = stopped_message(stopped, record.message)
+        if message != record.message:
+            record.message = message
+            store.save(record)
+    queue.finish(job.job_id, record.status, record.run_id, record.message)
 
 
 def evaluate_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, note, should_stop) -> str:
     """The full test pass of a saved run; the run itself is only rewritten when the pass completes."""
     try:
-        record = evaluate_saved(store, job.run_id, splits, progress=note, should_stop=should_stop)
+        record = evaluate_saved(store, job.run_id, splits, progress=note, should_stop=should_stop, by=job.actor)
     except InterruptedError:
         queue.finish(job.job_id, "stopped", job.run_id, "evaluation stopped: the run keeps its partial accuracy")
         return "stopped"
-    except StoreError as err:
+    except (StoreError, PermissionDenied) as err:  # PermissionDenied: queued before the run changed hands
         queue.finish(job.job_id, "failed", job.run_id, str(err))
         return "failed"
     message = f"evaluated on {record.metrics.test_images:,} test images: {record.metrics.test_acc:.1%}"

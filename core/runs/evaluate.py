@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from core.access import Actor
 from core.config import is_on
 from core.data.splits import Splits
 from core.engine.device import place, resolve_device, use_bf16
@@ -52,10 +53,12 @@ def evaluate_saved(
     *,
     progress: Callable[[float, str], None] | None = None,
     should_stop: StopFn | None = None,
+    by: Actor,
 ) -> RunRecord:
-    """The full test pass of a saved run; returns the record saved with its new metrics. Raises
-    StoreError (no such run, no weights, another dataset) and InterruptedError (Stop pressed)."""
-    record = store.load(run_id)
+    """The full test pass of a saved run, for its owner or a teacher (`by`); returns the record saved with its
+    new metrics. Raises StoreError (no such run, no weights, another dataset), PermissionDenied (another's
+    run) and InterruptedError (Stop pressed)."""
+    record = store.check(run_id, by, "evaluate")
     if not same_test_set(record, splits.fingerprint):
         raise StoreError(f"run {run_id} was trained on another dataset than {splits.source}: load that dataset first")
     cfg = record.config

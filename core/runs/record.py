@@ -2,8 +2,9 @@
 with a JSON round trip and a schema version.
 
 `RunRecord.from_dict` reads records of every schema this project has written (schema 1 had method
-"semi" with a `semi` field, rows counted by an "epoch" key, and no schema number) and raises
-RecordError saying what is wrong with a record it cannot read: files on disk and imports are untrusted.
+"semi" with a `semi` field, rows counted by an "epoch" key, and no schema number; schema 2 had no owner,
+and such runs read as the single user's, "local") and raises RecordError saying what is wrong with a
+record it cannot read: files on disk and imports are untrusted.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from core.access import LOCAL
 from core.config import ConfigError, TrainConfig
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the owner (core.access); older records read as "local"
 STATUSES = ("finished", "stopped", "diverged", "failed", "interrupted")
 UNITS = ("epoch", "round", "step")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
@@ -76,6 +78,7 @@ class RunRecord:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     traceback: str = ""
+    owner: str = LOCAL  # who made it (core.access): only they or a teacher may delete, evaluate or export it
     schema: int = SCHEMA_VERSION
 
     @property
@@ -120,6 +123,9 @@ class RunRecord:
         if unit not in UNITS:
             raise RecordError(f"run {run_id}: unit {unit!r} is not one of {', '.join(UNITS)}")
         history = [_row(r, unit) for r in data["history"] if isinstance(r, dict)]
+        owner = data.get("owner", LOCAL)
+        if not isinstance(owner, str) or not 0 < len(owner) <= 80:
+            raise RecordError(f"run {run_id}: owner must be a name of 1 to 80 characters")
         return cls(
             run_id=run_id,
             status=data["status"],
@@ -135,6 +141,7 @@ class RunRecord:
             diagnostics=dict(data.get("diagnostics") or data.get("semi") or {}),
             created=float(data.get("created", 0.0)),
             traceback=str(data.get("traceback", "")),
+            owner=owner,
         )
 
 

@@ -9,6 +9,7 @@ is reported in `warnings` and skipped: it never breaks the listing.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from core import settings
+from core.access import Actor, PermissionDenied, check
 from core.config import ConfigError, TrainConfig
 from core.methods.registry import experiment_hash
 from core.runs.record import RUN_ID, RecordError, RunRecord
@@ -101,7 +103,7 @@ class RunStore:
     def load(self, run_id: str) -> RunRecord:
         path = self.record_path(run_id)
         if not path.exists():
-            raise StoreError(f"no run {run_id!r} in {self.root}")
+            raise StoreError(f"no run {run_id!r} in the runs folder")
         return self._read(path)
 
     def _read(self, path: Path) -> RunRecord:
@@ -129,9 +131,29 @@ class RunStore:
                 self.warnings.append(f"skipped {path.name}: {err}")
         return sorted(out, key=lambda r: r.created, reverse=True)
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, *, by: Actor) -> None:
+        """Deletes a run and its weights; only its owner or a teacher may (PermissionDenied)."""
+        if self.record_path(run_id).exists():
+            try:
+                self.check(run_id, by, "delete")
+            except StoreError:  # unreadable: whose it is cannot be told
+                if not by.teacher:
+                    raise PermissionDenied(f"run {run_id} cannot be read: only a teacher can delete it") from None
         self.record_path(run_id).unlink(missing_ok=True)
         self.weights_path(run_id).unlink(missing_ok=True)
+
+    def check(self, run_id: str, by: Actor, action: str) -> RunRecord:
+        """The run, when `by` may `action` it (its owner, or a teacher); PermissionDenied otherwise."""
+        record = self.load(run_id)
+        check(by, record.owner, action, f"run {run_id}")
+        return record
+
+    def delete_owner(self, owner: str, *, by: Actor) -> list[str]:
+        """Deletes every run of `owner` (a teacher removing a student's runs); returns their ids."""
+        doomed = [r.run_id for r in self.runs() if r.owner == owner]
+        for run_id in doomed:
+            self.delete(run_id, by=by)
+        return doomed
 
     # ---- weights kept beside a record: what the run needs to predict (core.runs.inference), or to be
     # evaluated later (a stopped run). kind "head": a linear head on frozen features (kilobytes; the
@@ -193,23 +215,26 @@ class RunStore:
 
     # ---- export and import
 
-    def export_json(self, run_ids: list[str]) -> str:
-        return json.dumps({"smalldata_runs": 1, "runs": [self.load(i).to_dict() for i in run_ids]})
+    def export_json(self, run_ids: list[str], *, by: Actor) -> str:
+        """The runs as one JSON file; only their owner or a teacher may export them (PermissionDenied)."""
+        return json.dumps({"smalldata_runs": 1, "runs": [self.check(i, by, "export").to_dict() for i in run_ids]})
 
-    def export_archive(self, run_ids: list[str]) -> bytes:
+    def export_archive(self, run_ids: list[str], *, by: Actor) -> bytes:
         """A zip of runs.json (as export_json) and weights/RUN_ID.pt for every run that kept weights."""
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("runs.json", self.export_json(run_ids))
+            z.writestr("runs.json", self.export_json(run_ids, by=by))
             for run_id in run_ids:
                 if self.has_weights(run_id):
                     z.write(self.weights_path(run_id), f"weights/{run_id}.pt")
         return buf.getvalue()
 
-    def import_file(self, data: bytes) -> list[str]:
-        """An exported .json or .zip: every record and every weights file is checked before any is saved."""
+    def import_file(self, data: bytes, *, by: Actor) -> list[str]:
+        """An exported .json or .zip: every record and every weights file is checked before any is saved.
+        A student's import is theirs (the records' owners are rewritten); a teacher's keeps its owners. A run
+        id that is saved already and belongs to someone `by` may not change refuses the whole import."""
         if data[:4] != b"PK\x03\x04":
-            return self.import_json(data)
+            return self.import_json(data, by=by)
         if len(data) > MAX_ARCHIVE_BYTES:
             raise StoreError(f"import archive is larger than {MAX_ARCHIVE_BYTES >> 20} MB")
         try:
@@ -219,7 +244,7 @@ class RunStore:
                     raise StoreError("import archive has no runs.json: export runs from the Compare page to get one")
                 if sum(m.file_size for m in members.values()) > MAX_ARCHIVE_BYTES:  # a zip bomb
                     raise StoreError(f"import archive unpacks to more than {MAX_ARCHIVE_BYTES >> 20} MB")
-                records = self._checked_records(z.read("runs.json"))
+                records = self._checked_records(z.read("runs.json"), by)
                 ids = {r.run_id for r in records}
                 weights = {}
                 for name in members:
@@ -240,11 +265,11 @@ class RunStore:
             self.save_weights(run_id, kept.state, kept.kind)
         return saved
 
-    def import_json(self, data: bytes | str) -> list[str]:
-        """Saves the runs of an exported file; JSON only, schema-checked, size-limited. Returns new ids."""
-        return [self.save(r) for r in self._checked_records(data)]
+    def import_json(self, data: bytes | str, *, by: Actor) -> list[str]:
+        """Saves the runs of an exported file; JSON only, schema-checked, size-limited. Returns their ids."""
+        return [self.save(r) for r in self._checked_records(data, by)]
 
-    def _checked_records(self, data: bytes | str) -> list[RunRecord]:
+    def _checked_records(self, data: bytes | str, by: Actor) -> list[RunRecord]:
         if len(data) > MAX_IMPORT_BYTES:
             raise StoreError(f"import file is larger than {MAX_IMPORT_BYTES >> 20} MB")
         try:
@@ -253,7 +278,14 @@ class RunStore:
             raise StoreError("import file is not JSON: export runs from the Compare page to get one") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
             raise StoreError('import file must be an object with a "runs" list, as exported by this app')
-        return [check_record(r) for r in payload["runs"]]  # all checked before any is saved
+        records = [check_record(r) for r in payload["runs"]]  # all checked before any is saved
+        for record in records:
+            if not by.teacher:
+                record.owner = by.name
+            if self.record_path(record.run_id).exists():
+                with contextlib.suppress(StoreError):  # unreadable: the import may replace it
+                    self.check(record.run_id, by, "replace")
+        return records
 
 
 def same_test_set(record: RunRecord, fingerprint: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from core.access import LOCAL
 from core.config import TrainConfig, is_on
 from core.data.splits import Splits
 from core.engine.device import environment, place, resolve_device, use_bf16
@@ -162,8 +163,9 @@ def execute(
     cache_dir=None,
     progress=None,
     run_id: str | None = None,
+    owner: str = LOCAL,
 ) -> RunRecord:
-    """Runs cfg and saves the run, also when it stops, diverges or fails; returns the saved record."""
+    """Runs cfg and saves the run as `owner`'s, also when it stops, diverges or fails; returns the saved record."""
     run_id = run_id or new_run_id(cfg)
     started = time.time()
     rows: list[dict[str, Any]] = []
@@ -178,5 +180,6 @@ def execute(
                      keep_weights=lambda state, kind: store.save_weights(run_id, state, kind))  # fmt: skip
     except (ValueError, RuntimeError, MemoryError) as err:  # bad weights, OOM, ...: saved as failed
         record = failed_record(cfg, err, splits=splits, run_id=run_id, history=rows, started=started)
+    record.owner = owner
     store.save(record)
     return record

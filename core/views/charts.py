@@ -98,7 +98,12 @@ def accuracy_bars(frame: pd.DataFrame) -> alt.LayerChart:
         .encode(
             x=alt.X("test_acc:Q", scale=x_scale),
             y=y,
-            tooltip=["configuration:N", "seed:Q", alt.Tooltip("test_acc:Q", format=".1%")],
+            tooltip=[
+                "configuration:N",
+                *(["owner:N"] if "owner" in frame else []),
+                "seed:Q",
+                alt.Tooltip("test_acc:Q", format=".1%"),
+            ],  # fmt: skip
         )
     )
     return (bars + errors + dots).properties(height=alt.Step(34))

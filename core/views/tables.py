@@ -22,6 +22,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
         rows.append(
             {
                 "run_id": r.run_id,
+                "owner": r.owner,
                 "method": c.method,
                 "model": c.arch,
                 "preset": c.preset,
@@ -36,7 +37,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
                 "config_hash": r.config_hash,
             }
         )
-    columns = ["run_id", "method", "model", "preset", "augment", "epochs", "seed", "train_acc",
+    columns = ["run_id", "owner", "method", "model", "preset", "augment", "epochs", "seed", "train_acc",
                "test_acc", "seconds", "status", "date", "config_hash"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
