@@ -91,7 +91,7 @@ class Roster:
 
     def resolve(self, token: str | None) -> Actor | None:
         """Who holds this token, or None (never issued, or the teacher cleared the class)."""
-        if not token:
+        if not isinstance(token, str) or not token:
             return None
         with self.connect() as db:
             row = db.execute("SELECT name, role FROM members WHERE key = ?", (_digest(token),)).fetchone()

@@ -220,8 +220,9 @@ class JobQueue:
                    for r in rows if r["state"] != "queued"]  # fmt: skip
         owners = {w.owner for w in waiting}
         marks = ",".join("?" * len(owners))
-        last = {r[0]: r[1] for r in db.execute(f"SELECT owner, MAX(started) FROM jobs WHERE owner IN ({marks}) AND "
-                                               "started IS NOT NULL GROUP BY owner", list(owners))}  # fmt: skip
+        sql = (f"SELECT owner, MAX(started) FROM jobs WHERE owner IN ({marks}) AND started IS NOT NULL AND kind IN "
+               "('train', 'evaluate') GROUP BY owner")  # fmt: skip
+        last = {r[0]: r[1] for r in db.execute(sql, list(owners))}
         return waiting, running, last
 
     def next_to_start(self) -> list[int]:

@@ -56,10 +56,13 @@ class Busy:
 
 def fair_order(waiting: list[Waiting], running: Iterable[Busy], last_started: dict[str, float]) -> list[int]:
     """The ids of `waiting` in the order they will start: each next one goes to the owner with the fewest
-    jobs running (counting those ordered before it) and, on a tie, the owner served longest ago."""
-    load = Counter(b.owner for b in running)
+    runs (train and evaluate jobs) running, counting those ordered before it, and on a tie to the owner whose
+    last run started longest ago. A page's view or timing job takes its turn but, taking seconds, does not
+    count as a run."""
+    load = Counter(b.owner for b in running if b.kind in LIMITED_KINDS)  # a page's view or timing takes seconds
     served = dict(last_started)
     rank = 0.0
+    by_id = {w.job_id: w for w in waiting}
     queues: dict[str, list[int]] = {}
     for w in sorted(waiting, key=lambda w: w.job_id):
         queues.setdefault(w.owner, []).append(w.job_id)
@@ -69,9 +72,10 @@ def fair_order(waiting: list[Waiting], running: Iterable[Busy], last_started: di
         order.append(queues[owner].pop(0))
         if not queues[owner]:
             del queues[owner]
-        load[owner] += 1
-        rank += 1
-        served[owner] = 1e18 + rank  # served now: after every real start time, and after those ordered before
+        if by_id[order[-1]].kind in LIMITED_KINDS:
+            load[owner] += 1
+            rank += 1
+            served[owner] = 1e18 + rank  # served now: after every real start time, and after those ordered before
     return order
 
 
