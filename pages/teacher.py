@@ -25,13 +25,13 @@ if done := st.session_state.pop("teacher_flash", None):
     st.success(done)
 
 
-def act(what, *args, **kwargs) -> None:
+def act(label: str, what, *args, **kwargs) -> None:
     """One teacher action; its outcome is shown after the rerun."""
     try:
         result = what(*args, **kwargs)
-        st.session_state["teacher_flash"] = f"Done: {result}" if result is not None else "Done."
+        st.session_state["teacher_flash"] = f"{label}: {result}" if result is not None else f"{label}: done."
     except (PermissionDenied, ValueError) as err:
-        st.session_state["teacher_flash"] = f"Refused: {err}"
+        st.session_state["teacher_flash"] = f"{label}: refused, {err}"
 
 
 st.subheader("The queue")
@@ -46,7 +46,7 @@ if stoppable:
                             format_func=lambda i: next(f"job {i} · {j.owner} · {j.state} · {config_caption(j.cfg)}"
                                                        for j in stoppable if j.job_id == i))  # fmt: skip
     c[1].button("Stop it", key="t_stop", icon=":material/stop:", on_click=act,
-                args=(reg.stop, picked, you))  # fmt: skip
+                args=(f"Job {picked}", reg.stop, picked, you))  # fmt: skip
 
 st.subheader("Limits per student")
 limits = reg.queue.limits()
@@ -56,7 +56,7 @@ running = c[0].number_input("Jobs running at once", 1, 100, limits.running, key=
 waiting = c[1].number_input("Jobs waiting", 1, 100, limits.queued, key="t_queued",
                             help="A student cannot queue more than this many at once.")  # fmt: skip
 if c[2].button("Save the limits", key="t_limits"):
-    act(reg.queue.set_limits, Limits(int(running), int(waiting)), by=you)
+    act("Saving the limits", reg.queue.set_limits, Limits(int(running), int(waiting)), by=you)
     st.rerun()
 st.caption(f"The server runs {settings().max_jobs} job(s) at once (SMALLDATA_MAX_JOBS); teachers have no limit.")
 
@@ -70,7 +70,7 @@ else:
 c = st.columns(3)
 if c[0].button("Pin the notebook's four", key="t_notebook", icon=":material/push_pin:"):
     backbone = pretrained_backbone()
-    act(set_lesson, roster(), notebook_lesson(backbone.arch, backbone.weights), by=you)
+    act("The notebook's four", set_lesson, roster(), notebook_lesson(backbone.arch, backbone.weights), by=you)
     st.rerun()
 choices = [f"{m} · {p}" for m in list_methods() for p in list_presets(m)]
 extra = c[1].multiselect("Or pin presets", choices, key="t_presets", max_selections=MAX_PINNED)
@@ -81,10 +81,10 @@ if c[1].button("Pin these", key="t_pin", disabled=not extra):
         method, name = choice.split(" · ")
         cfg = preset(method, name)
         recipes.append(Pinned(choice, cfg.with_(weights=backbone.weights, arch=backbone.arch) if cfg.weights else cfg))
-    act(set_lesson, roster(), recipes, by=you)
+    act(f"{len(recipes)} recipe(s)", set_lesson, roster(), recipes, by=you)
     st.rerun()
 if c[2].button("Unpin the lesson", key="t_unpin", disabled=not lesson):
-    act(set_lesson, roster(), [], by=you)
+    act("The lesson", set_lesson, roster(), [], by=you)
     st.rerun()
 
 st.subheader("The class")
@@ -97,7 +97,7 @@ students = [m["name"] for m in members if m["role"] != "teacher"]
 c = st.columns([3, 1])
 who = c[0].selectbox("Student", students or ["(nobody yet)"], key="t_student")
 if c[1].button("Remove with their runs", key="t_remove", disabled=not students, icon=":material/person_remove:"):
-    act(remove_student, who, reg.queue, reg.store, roster(), by=you)
+    act(f"Removing {who}", remove_student, who, reg.queue, reg.store, roster(), by=you)
     st.rerun()
 with st.expander("Clear the class (at the end of a course)"):
     st.caption("Stops every student's job and signs every student out; names can then be taken again only if their "
@@ -105,7 +105,7 @@ with st.expander("Clear the class (at the end of a course)"):
     delete_runs = st.checkbox("Also delete every student's runs", key="t_delete_runs")
     sure = st.checkbox("Yes, clear the class", key="t_sure")
     if st.button("Clear the class", disabled=not sure, key="t_clear", icon=":material/delete_sweep:"):
-        act(clear_class, reg.queue, reg.store, roster(), by=you, delete_runs=delete_runs)
+        act("Clearing the class", clear_class, reg.queue, reg.store, roster(), by=you, delete_runs=delete_runs)
         st.rerun()
 
 with st.expander("The server's settings"):

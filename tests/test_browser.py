@@ -35,20 +35,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(dataset_dir, checkpoint, tmp_path):
+def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | None = None):
+    """Starts the app on a free port; yields (url, runs folder), then ends the server and its workers."""
     port = free_port()
     # An offline "ImageNet" backbone for the teaching pages: a file named after its architecture.
     (tmp_path / "weights").mkdir(exist_ok=True)
     shutil.copy(checkpoint, tmp_path / "weights" / "tiny_cnn_pretrained.pth")
-    env = os.environ | {
-        "SMALLDATA_DATASET": str(dataset_dir),
-        "SMALLDATA_RUNS_DIR": str(tmp_path / "runs"),
-        "SMALLDATA_CACHE_DIR": str(tmp_path / "cache"),
-        "SMALLDATA_WEIGHTS_DIR": str(tmp_path / "weights"),
-        "SMALLDATA_PLUGINS": "tests.plugins",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = (
+        os.environ
+        | {
+            "SMALLDATA_DATASET": str(dataset_dir),
+            "SMALLDATA_RUNS_DIR": str(tmp_path / "runs"),
+            "SMALLDATA_CACHE_DIR": str(tmp_path / "cache"),
+            "SMALLDATA_WEIGHTS_DIR": str(tmp_path / "weights"),
+            "SMALLDATA_PLUGINS": "tests.plugins",
+            "PYTHONPATH": str(ROOT),
+        }
+        | (extra_env or {})
+    )
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -71,6 +75,11 @@ def server(dataset_dir, checkpoint, tmp_path):
     for job in JobQueue(tmp_path / "runs" / "queue.sqlite").jobs(active_only=True):
         if job.pid:
             os.kill(job.pid, 9)
+
+
+@pytest.fixture
+def server(dataset_dir, checkpoint, tmp_path):
+    yield from serve(dataset_dir, checkpoint, tmp_path)
 
 
 def no_exception(page) -> None:

@@ -134,7 +134,7 @@ def test_the_teacher_page_is_the_teachers_and_sets_the_limits(class_env):
     assert not teacher.exception, teacher.exception
     teacher.number_input(key="t_queued").set_value(2)
     teacher.button(key="t_limits").click().run()
-    assert any("Done" in s.value for s in teacher.success)
+    assert any("Saving the limits: done" in s.value for s in teacher.success)
     from ui.common import registry
 
     assert registry().queue.limits().queued == 2

@@ -172,11 +172,11 @@ def show_class_jobs() -> None:
         st.caption("Nothing of the class's is running or waiting.")
         return
     rows = [{"owner": j.owner, "what": config_caption(j.cfg) if j.kind == "train" else j.kind, "state": j.state,
-             "place": places.get(j.job_id)} for j in active]  # fmt: skip
+             "place": str(places[j.job_id]) if j.job_id in places else "—"} for j in active]  # fmt: skip
     running = sum(j.state != "queued" for j in active)
     st.caption(f"{running} running on {reg.max_running} worker slot(s), {len(active) - running} waiting, in the fair "
                "order: the next free slot goes to whoever has the fewest jobs running and waited longest.")  # fmt: skip
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={"place": st.column_config.NumberColumn(
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={"place": st.column_config.TextColumn(
         "place", help="In the queue: 1 starts next")})  # fmt: skip
 
 
