@@ -285,36 +285,62 @@ def test_a_worker_killed_with_no_server_shows_interrupted_in_the_next_jobs_listi
 
 RAY_DRIVER = """
 import json, sys
-from core.access import SINGLE_USER as ME
+from core.access import Actor
 from core.config import TrainConfig
 from core.jobs.supervisor import Supervisor
 runs, dataset, cache, cfg = sys.argv[1:5]
-reg = Supervisor(runs, dataset, cache_dir=cache)
-job = reg.submit(TrainConfig.from_json(cfg), by=ME)
-finished = reg.wait(timeout=240)
-done = reg.get(job.job_id)
-print(json.dumps({"executor": reg.executor, "finished": finished, "state": done.state, "run_id": done.run_id,
-                  "rows": len(done.history), "message": done.message}))
-reg.close(kill=True)
+reg = Supervisor(runs, dataset, cache_dir=cache, max_running=2)
+ids = [reg.submit(TrainConfig.from_json(cfg).with_(seed=i), by=Actor(who)).job_id for i, who in enumerate("AB")]
+finished = reg.wait(timeout=300)
 import ray
+nodes = [n for n in ray.nodes() if n["Alive"]]
+jobs = [reg.get(i) for i in ids]
+print(json.dumps({"executor": reg.executor, "finished": finished, "nodes": len(nodes), "jobs": [
+    {"owner": j.owner, "state": j.state, "run_id": j.run_id, "started": j.started, "ended": j.ended,
+     "rows": len(j.history), "message": j.message} for j in jobs]}))
+reg.close(kill=True)
 ray.shutdown()
 """
 
 
 @pytest.mark.slow
-def test_a_job_runs_as_a_ray_task(dataset_dir, tmp_path):
-    """A local Ray instance runs one job; in a process of its own, since a Ray driver's runtime lives on
-    in its process after ray.shutdown (and ends that process when it loses its cluster)."""
+def test_two_owners_jobs_run_on_a_two_node_ray_cluster(dataset_dir, tmp_path):
+    """`ray start --head`, then a second `ray start --address` on this machine: two nodes with one job's CPUs
+    each. The supervisor runs A's and B's jobs as Ray tasks at once, so on the two nodes, and each run is
+    saved with its owner. The driver runs in a process of its own: a Ray driver's runtime outlives ray.shutdown
+    in its process."""
     import subprocess
     import sys
 
-    runs = tmp_path / "runs"
-    env = os.environ | {"SMALLDATA_EXECUTOR": "ray", "PYTHONPATH": str(ROOT)}
-    cfg = TrainConfig(**QUICK | {"epochs": 2}).to_json()
-    out = subprocess.run([sys.executable, "-c", RAY_DRIVER, str(runs), str(dataset_dir), str(tmp_path / "c"), cfg],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=400)  # fmt: skip
+    runs, port = tmp_path / "runs", str(free_port())
+    cpus = str(max(1, (os.cpu_count() or 1) // 2))  # what one job asks for (Supervisor.threads_per_job)
+    # Token authentication, as `ray start --head` sets up for a real cluster; the token file is in $HOME.
+    env = os.environ | {"SMALLDATA_EXECUTOR": "ray", "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token",
+                        "RAY_ADDRESS": f"127.0.0.1:{port}"}  # fmt: skip
+    ray_start = ["ray", "start", "--num-cpus", cpus, "--disable-usage-stats"]
+    try:
+        subprocess.run([*ray_start, "--head", "--port", port, "--include-dashboard=false"], env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([*ray_start, "--address", f"127.0.0.1:{port}"], env=env, check=True, capture_output=True,
+                       timeout=120)  # fmt: skip
+        cfg = TrainConfig(**QUICK | {"epochs": 300}).to_json()
+        out = subprocess.run([sys.executable, "-c", RAY_DRIVER, str(runs), str(dataset_dir), str(tmp_path / "c"), cfg],
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=400)  # fmt: skip
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["executor"] == "ray" and result["finished"], result
-    assert result["state"] == "finished" and result["rows"] == 2, result
-    assert RunStore(runs).load(result["run_id"]).status == "finished"
+    assert result["executor"] == "ray" and result["finished"] and result["nodes"] == 2, result
+    jobs = result["jobs"]
+    assert [(j["owner"], j["state"], j["rows"]) for j in jobs] == [("A", "finished", 300), ("B", "finished", 300)]
+    # Both ran at once; each node has the CPUs of one job only, so they ran on different nodes.
+    assert max(j["started"] for j in jobs) < min(j["ended"] for j in jobs), jobs
+    assert [RunStore(runs).load(j["run_id"]).owner for j in jobs] == ["A", "B"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
