@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_jobs import app_measurements, stop_latency, two_jobs_at_once
+from benchmarks.bench_jobs import app_measurements, class_measurements, stop_latency, two_jobs_at_once
 from benchmarks.notebook_loop import run_notebook_loop
 from core.data.load import default_cache_dir, load_splits
 from core.engine.device import device_name, resolve_device, use_bf16
@@ -36,7 +36,7 @@ from core.models import create_model
 from core.runs.multiseed import fit_seeds
 from core.runs.train import fit
 
-PARTS = ("engine", "throughput", "accuracy", "seeds", "jobs")
+PARTS = ("engine", "throughput", "accuracy", "seeds", "jobs", "class")
 RESOLUTIONS = (32, 64, 96, 128, 160, 224)
 TRANSFER_ARCHS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
 
@@ -245,6 +245,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
         "seeds": ("Many seeds at once (core.runs.multiseed)", ["name", "value"]),
         "jobs": ("Worker processes", ["name", "value"]),
         "app": ("The app (AppTest and Chromium)", ["name", "value"]),
+        "class": ("A class on one server (benchmarks/class_bench.py)", ["name", "value"]),
     }
     for part, (title, cols) in sections.items():
         part_rows = [r for r in rows if r["part"] == part]
@@ -284,6 +285,8 @@ def main(args) -> int:
         rows += two_jobs_at_once(args.dataset, cache, 2 if quick else 10)
         rows += stop_latency(args.dataset, args.weights, cache)
         rows += app_measurements(args.dataset, cache, quick, args.weights)
+    if "class" in parts and not args.skip_jobs:
+        rows += class_measurements(args.dataset, cache, quick)
     write_report(Path(args.out), rows, device_name(dev), args)
     print(Path(args.out, "report.md").read_text())
     return 0

@@ -99,3 +99,26 @@ def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> li
         "why_server_cpu_s": "the Streamlit server's own CPU while those maps are computed (s, target < 2)",
     }
     return [{"part": "app", "name": names[k], "value": v} for k, v in r.items() if k in names]
+
+
+def class_measurements(dataset: str, cache: Path, quick: bool) -> list[dict[str, Any]]:
+    """Thirty students (five with --quick) each start a small run; page reruns while the queue drains."""
+    students = 5 if quick else 30
+    log(f"[class] {students} students of one class each start a small run; their Train pages rerun while it drains")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "class_bench.py"), "--dataset", dataset, "--cache-dir",
+           str(cache), "--students", str(students)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    sys.stderr.write(out.stderr[-3000:])
+    if out.returncode != 0:
+        return [{"part": "class", "name": "class measurements failed (see the log)", "value": None}]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    names = {
+        "students": "students, one small run each (convnet_cifar, 1 epoch, full test pass)",
+        "rerun_p50_s": "Train page rerun while the queue drains, p50 (s)",
+        "rerun_p95_s": "Train page rerun while the queue drains, p95 (s, target < 1)",
+        "reruns": "page reruns measured",
+        "last_wait_s": "the last student's wait for their run to start (s)",
+        "drain_s": "first Start to the last run saved (s)",
+        "runs_with_their_owner": "runs saved with their owner",
+    }
+    return [{"part": "class", "name": names[k], "value": v} for k, v in r.items() if k in names]

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--skip-jobs", action="store_true", help="leave out the worker, Stop and app measurements")
     bench.add_argument("--cache-dir", default=None)
-    bench.add_argument("--parts", default=None, help="comma-separated: engine,throughput,accuracy,seeds,jobs (all)")
+    bench.add_argument("--parts", default=None,
+                       help="comma-separated: engine,throughput,accuracy,seeds,jobs,class (all)")  # fmt: skip
     return parser
 
 
