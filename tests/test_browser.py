@@ -35,9 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | None = None):
-    """Starts the app on a free port; yields (url, runs folder), then ends the server and its workers."""
-    port = free_port()
+def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | None = None, port: int | None = None,
+          args: tuple[str, ...] = ()):  # fmt: skip
+    """Starts the app on a free port (or `port`, with more streamlit `args`); yields (url, runs folder), then
+    ends the server and its workers."""
+    port = port or free_port()
     # An offline "ImageNet" backbone for the teaching pages: a file named after its architecture.
     (tmp_path / "weights").mkdir(exist_ok=True)
     shutil.copy(checkpoint, tmp_path / "weights" / "tiny_cnn_pretrained.pth")
@@ -54,7 +56,8 @@ def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | 
         | (extra_env or {})
     )
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           *args]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
