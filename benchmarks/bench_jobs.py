@@ -79,15 +79,20 @@ def stop_latency(dataset: str, weights: str, cache: Path) -> list[dict[str, Any]
              "value": latency}]  # fmt: skip
 
 
-def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> list[dict[str, Any]]:
-    log("[app] a cold Why map's server CPU; Train page rerun idle vs training; a run from the CLI and from the app")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "app_bench.py"), "--dataset", dataset, "--cache-dir", str(cache),
-           "--weights-dir", str(Path(weights).parent)]  # fmt: skip
-    out = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True, cwd=ROOT)
+def _script_rows(part: str, script: str, args: list[str], names: dict[str, str]) -> list[dict[str, Any]]:
+    """Runs benchmarks/SCRIPT (it prints one JSON object last) and names its figures as report rows."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         cwd=ROOT)  # fmt: skip
     sys.stderr.write(out.stderr[-3000:])
     if out.returncode != 0:
-        return [{"part": "app", "name": "app measurements failed (see the log)", "value": None}]
+        return [{"part": part, "name": f"{part} measurements failed (see the log)", "value": None}]
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    return [{"part": part, "name": names[k], "value": v} for k, v in r.items() if k in names]
+
+
+def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> list[dict[str, Any]]:
+    log("[app] a cold Why map's server CPU; Train page rerun idle vs training; a run from the CLI and from the app")
+    args = ["--dataset", dataset, "--cache-dir", str(cache), "--weights-dir", str(Path(weights).parent)]
     names = {
         "rerun_idle_s": "Train page rerun, idle (s)",
         "rerun_busy_s": "Train page rerun while a run trains (s)",
@@ -98,20 +103,13 @@ def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> li
         "why_wall_s": "cold Why maps, from Compute to both drawn in Chromium (s)",
         "why_server_cpu_s": "the Streamlit server's own CPU while those maps are computed (s, target < 2)",
     }
-    return [{"part": "app", "name": names[k], "value": v} for k, v in r.items() if k in names]
+    return _script_rows("app", "app_bench.py", args + (["--quick"] if quick else []), names)
 
 
 def class_measurements(dataset: str, cache: Path, quick: bool) -> list[dict[str, Any]]:
     """Thirty students (five with --quick) each start a small run; page reruns while the queue drains."""
     students = 5 if quick else 30
     log(f"[class] {students} students of one class each start a small run; their Train pages rerun while it drains")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "class_bench.py"), "--dataset", dataset, "--cache-dir",
-           str(cache), "--students", str(students)]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    sys.stderr.write(out.stderr[-3000:])
-    if out.returncode != 0:
-        return [{"part": "class", "name": "class measurements failed (see the log)", "value": None}]
-    r = json.loads(out.stdout.strip().splitlines()[-1])
     names = {
         "students": "students, one small run each (convnet_cifar, 1 epoch, full test pass)",
         "rerun_p50_s": "Train page rerun while the queue drains, p50 (s)",
@@ -121,4 +119,5 @@ def class_measurements(dataset: str, cache: Path, quick: bool) -> list[dict[str,
         "drain_s": "first Start to the last run saved (s)",
         "runs_with_their_owner": "runs saved with their owner",
     }
-    return [{"part": "class", "name": names[k], "value": v} for k, v in r.items() if k in names]
+    args = ["--dataset", dataset, "--cache-dir", str(cache), "--students", str(students)]
+    return _script_rows("class", "class_bench.py", args, names)

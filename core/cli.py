@@ -112,6 +112,7 @@ def summary(record: RunRecord) -> dict[str, Any]:
     m = record.metrics
     out = {
         "run_id": record.run_id,
+        "owner": record.owner,
         "method": record.method,
         "config": record.config.to_dict(),
         "train_acc": m.train_acc,

@@ -8,7 +8,7 @@ from core.classroom.lesson import pinned
 from core.views.board import board, board_export, pooled_runs, recipe_key
 from core.views.charts import accuracy_bars
 from core.views.tables import to_markdown
-from ui.common import class_seeds, config_caption, framed, registry, store, try_splits
+from ui.common import class_seeds, config_caption, framed, percent_columns, registry, store, try_splits
 from ui.identity import class_mode, me, roster
 
 framed("pages/board.py")
@@ -48,16 +48,9 @@ st.subheader("Recipes, best mean first")
 st.altair_chart(accuracy_bars(per_run.rename(columns={"recipe": "configuration"})), width="stretch")
 st.caption("Bars: the mean over every run of the recipe, the line ± one standard deviation, a dot per run (hover: "
            "who, which seed).")  # fmt: skip
-st.dataframe(
-    summary.drop(columns=["key"]),
-    hide_index=True,
-    column_config={
-        "mean": st.column_config.NumberColumn("mean", format="percent"),
-        "std": st.column_config.NumberColumn("std", format="percent"),
-        "best": st.column_config.NumberColumn("best", format="percent"),
-        "best_by": st.column_config.TextColumn("best run by"),
-    },
-)
+st.dataframe(summary.drop(columns=["key"]), hide_index=True,
+             column_config=percent_columns("mean", "std", "best") | {"best_by": st.column_config.TextColumn(
+                 "best run by")})  # fmt: skip
 table = board_export(summary)
 c = st.columns(2)
 c[0].download_button("Download the board (CSV)", table.to_csv(index=False), "class-board.csv", "text/csv",

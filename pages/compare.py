@@ -17,7 +17,7 @@ from core.views.charts import (
     semi_frame,
 )
 from core.views.tables import results_table, runs_frame, to_markdown
-from ui.common import framed, get_splits, pixelated_images, plain, settings, shown_config, store
+from ui.common import framed, get_splits, percent_columns, pixelated_images, plain, settings, shown_config, store
 from ui.identity import class_mode, me
 from ui.jobs_view import offer_evaluation
 
@@ -62,12 +62,7 @@ if text:
     hay = view["model"] + " " + view["preset"] + " " + view["augment"]
     view = view[hay.str.contains(text, case=False, regex=False)]
 st.dataframe(
-    view.drop(columns=["config_hash"]),
-    hide_index=True,
-    column_config={
-        "train_acc": st.column_config.NumberColumn("train acc", format="percent"),
-        "test_acc": st.column_config.NumberColumn("test acc", format="percent"),
-    },
+    view.drop(columns=["config_hash"]), hide_index=True, column_config=percent_columns("train_acc", "test_acc")
 )
 
 by_id = {r.run_id: r for r in runs}
@@ -97,14 +92,7 @@ if acc.empty:
 else:
     st.altair_chart(accuracy_bars(acc), width="stretch")
     summary = accuracy_summary(acc)
-    st.dataframe(
-        summary,
-        hide_index=True,
-        column_config={
-            "mean": st.column_config.NumberColumn(format="percent"),
-            "std": st.column_config.NumberColumn(format="percent"),
-        },
-    )
+    st.dataframe(summary, hide_index=True, column_config=percent_columns("mean", "std"))
 
 st.subheader("Results table")
 table = results_table(selected)

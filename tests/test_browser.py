@@ -104,6 +104,18 @@ def set_number(page, label: str, value: str) -> None:
     time.sleep(0.5)
 
 
+def open_tiny_notebook_recipe(page) -> None:
+    """The Train page, with the notebook's scratch recipe on the tiny test network."""
+    page.get_by_role("link", name="Train").first.click()
+    expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
+    page.get_by_role("combobox", name="Preset").click()
+    page.get_by_role("option", name="notebook").click()
+    time.sleep(1.0)
+    page.get_by_role("combobox", name="Architecture").click()
+    page.get_by_role("option", name="tiny_cnn", exact=False).click()
+    time.sleep(1.0)
+
+
 @pytest.mark.slow
 def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, checkpoint, tmp_path):
     server_dataset = dataset_dir
@@ -126,14 +138,7 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         no_exception(page)
         page.screenshot(path=shots / "data.png")
 
-        page.get_by_role("link", name="Train").first.click()
-        expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
-        page.get_by_role("combobox", name="Preset").click()
-        page.get_by_role("option", name="notebook").click()
-        time.sleep(1.0)
-        page.get_by_role("combobox", name="Architecture").click()
-        page.get_by_role("option", name="tiny_cnn", exact=False).click()
-        time.sleep(1.0)
+        open_tiny_notebook_recipe(page)
         set_number(page, "Learning rate", "0.001")
         set_number(page, "Epochs", "3000")
         set_number(page, "Test check every N epochs (0: off)", "1")

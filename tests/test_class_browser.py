@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, no_exception, serve, set_number, settled
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    no_exception,
+    open_tiny_notebook_recipe,
+    serve,
+    set_number,
+    settled,
+)
 
 PAGES = ["", "data", "train", "compare", "why", "notebook", "try_model", "board"]
 
@@ -58,14 +67,7 @@ def test_two_students_and_the_teacher_at_once(class_server, dataset_dir, tmp_pat
         ben = join(browser, url, "owl-42", "Ben")
         teacher = join(browser, url, "t-secret", "Ms Lee")
 
-        ana.get_by_role("link", name="Train").first.click()
-        expect(ana.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
-        ana.get_by_role("combobox", name="Preset").click()
-        ana.get_by_role("option", name="notebook").click()
-        time.sleep(1.0)
-        ana.get_by_role("combobox", name="Architecture").click()
-        ana.get_by_role("option", name="tiny_cnn", exact=False).click()
-        time.sleep(1.0)
+        open_tiny_notebook_recipe(ana)
         set_number(ana, "Epochs", "3000")
         ana.get_by_role("button", name="Start").click()
         expect(ana.get_by_text(re.compile(r"epoch \d+/3000"))).to_be_visible(timeout=90_000)

@@ -133,6 +133,11 @@ def shown_config(cfg: TrainConfig) -> dict:
     return {k: plain(v) if isinstance(v, str) else v for k, v in cfg.to_dict().items()}
 
 
+def percent_columns(*names: str, **labels: str) -> dict:
+    """st.dataframe column_config that shows these fractions as percentages (labels: a column's heading)."""
+    return {n: st.column_config.NumberColumn(labels.get(n, n.replace("_", " ")), format="percent") for n in names}
+
+
 def config_caption(cfg: TrainConfig) -> str:
     extra = f", {cfg.resolution}px, {cfg.finetune}" if cfg.weights else ""
     return f"{cfg.method} · {cfg.arch}{extra} · {cfg.augment or 'none'} · {cfg.epochs} epochs · seed {cfg.seed}"
