@@ -8,7 +8,7 @@ from core.access import PermissionDenied
 from core.classroom.lesson import MAX_PINNED, Pinned, notebook_lesson, pinned, set_lesson
 from core.classroom.teacher import clear_class, remove_student
 from core.jobs.schedule import Limits
-from core.methods.registry import list_methods, list_presets, preset
+from core.methods.registry import list_methods, list_presets, preset, validate
 from core.views.featuremap import pretrained_backbone
 from ui.common import config_caption, framed, plain, registry, settings, store
 from ui.identity import me, roster
@@ -74,14 +74,23 @@ if c[0].button("Pin the notebook's four", key="t_notebook", icon=":material/push
     st.rerun()
 choices = [f"{m} · {p}" for m in list_methods() for p in list_presets(m)]
 extra = c[1].multiselect("Or pin presets", choices, key="t_presets", max_selections=MAX_PINNED)
-if c[1].button("Pin these", key="t_pin", disabled=not extra):
+
+
+def preset_lesson(choices: list[str]) -> list[Pinned]:
+    """The chosen presets; those that need pretrained weights get the offline backbone, if there is one."""
     backbone = pretrained_backbone()
     recipes = []
-    for choice in extra:
+    for choice in choices:
         method, name = choice.split(" · ")
         cfg = preset(method, name)
-        recipes.append(Pinned(choice, cfg.with_(weights=backbone.weights, arch=backbone.arch) if cfg.weights else cfg))
-    act(f"{len(recipes)} recipe(s)", set_lesson, roster(), recipes, by=you)
+        if cfg.weights and backbone.weights != "imagenet":
+            cfg = validate(cfg.with_(weights=backbone.weights, arch=backbone.arch))  # ConfigError: act says why
+        recipes.append(Pinned(choice, cfg))
+    return recipes
+
+
+if c[1].button("Pin these", key="t_pin", disabled=not extra):
+    act(f"{len(extra)} recipe(s)", lambda: set_lesson(roster(), preset_lesson(extra), by=you))
     st.rerun()
 if c[2].button("Unpin the lesson", key="t_unpin", disabled=not lesson):
     act("The lesson", set_lesson, roster(), [], by=you)

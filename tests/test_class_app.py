@@ -141,3 +141,26 @@ def test_the_teacher_page_is_the_teachers_and_sets_the_limits(class_env):
     teacher.button(key="t_notebook").click().run()
     assert not teacher.exception, teacher.exception
     assert not any(p in every_text(teacher) for p in class_env)
+
+
+@pytest.mark.slow  # the clicks queue jobs, which start a worker
+def test_a_pinned_lesson_gives_each_student_a_button_and_a_seed_of_their_own(class_env):
+    from ui.common import registry
+
+    teacher = sign_in("t-secret", "Ms Lee")
+    teacher.switch_page("pages/teacher.py")
+    teacher.run()
+    teacher.multiselect(key="t_presets").select("scratch · notebook").run()
+    teacher.button(key="t_pin").click().run()
+    assert any("1 recipe(s): done" in s.value for s in teacher.success), [s.value for s in teacher.success]
+    seeds = []
+    for name in ("Ana", "Ben"):
+        student = sign_in("owl-42", name)
+        student.switch_page("pages/board.py")
+        student.run()
+        assert any("Today's lesson" in h.value for h in student.subheader)
+        student.button(key="lesson_0").click().run()
+        assert not student.exception, student.exception
+        job = next(j for j in registry().queue.jobs(owner=name) if j.kind == "train")
+        seeds.append(job.cfg.seed)
+    assert seeds == [0, 1]  # one recipe, two students, two seeds

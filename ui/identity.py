@@ -40,7 +40,12 @@ def roster() -> Roster:
 
 def me() -> Actor:
     """Who this session is; the single user outside class mode. Pages call it after `sign_in` (app.py)."""
-    return st.session_state.get("_actor", SINGLE_USER) if class_mode() else SINGLE_USER
+    if not class_mode():
+        return SINGLE_USER
+    if "_actor" not in st.session_state:  # fail closed: never the single user's rights in a class
+        st.warning("Sign in first: open the app's home page.")
+        st.stop()
+    return st.session_state["_actor"]
 
 
 def sign_in() -> Actor:
