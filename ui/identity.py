@@ -56,7 +56,8 @@ def sign_in() -> Actor:
         _write_cookie(token, COOKIE_DAYS * 86400 if token else 0)
     actor = _from_provider() if login_provider() else _from_token()
     if actor is None:
-        _form()
+        # The form as the only page: without a navigation of its own, Streamlit would list every file of pages/.
+        st.navigation([st.Page(_form, title="Sign in", icon=":material/login:")], position="hidden").run()
         st.stop()
     st.session_state["_actor"] = actor
     return actor
