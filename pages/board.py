@@ -5,10 +5,10 @@ import streamlit as st
 
 from core.access import PermissionDenied
 from core.classroom.lesson import pinned
-from core.views.board import board, board_export, pooled_runs, recipe_key
+from core.views.board import board, board_export, pooled_runs, recipe_key, recipe_label
 from core.views.charts import accuracy_bars
 from core.views.tables import to_markdown
-from ui.common import class_seeds, config_caption, framed, percent_columns, registry, store, try_splits
+from ui.common import class_seeds, framed, percent_columns, registry, store, try_splits
 from ui.identity import class_mode, me, roster
 
 framed("pages/board.py")
@@ -29,7 +29,7 @@ if lesson:
     for i, p in enumerate(lesson):
         cols = st.columns([2, 4, 1])
         cols[0].markdown(f"**{p.label}**")
-        cols[1].caption(config_caption(p.cfg))
+        cols[1].caption(recipe_label(p.cfg))
         if cols[2].button("Run it", key=f"lesson_{i}", icon=":material/play_arrow:"):
             try:
                 seed = class_seeds(p.cfg, splits, 1)[0] if class_mode() else None

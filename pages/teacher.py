@@ -10,7 +10,7 @@ from core.classroom.teacher import clear_class, remove_student
 from core.jobs.schedule import Limits
 from core.methods.registry import list_methods, list_presets, preset, validate
 from core.views.featuremap import pretrained_backbone
-from ui.common import config_caption, framed, plain, registry, settings, store
+from ui.common import config_caption, framed, plain, registry, settings, store, try_splits
 from ui.identity import me, roster
 from ui.jobs_view import show_class_jobs
 
@@ -21,6 +21,8 @@ if not you.teacher:
     st.error("This page is the teacher's.")
     st.stop()
 reg = registry()
+splits = try_splits()
+labeled = len(splits.labeled_y) if splits is not None else 100  # a lesson asks for no more labels than there are
 if done := st.session_state.pop("teacher_flash", None):
     st.success(done)
 
@@ -70,7 +72,8 @@ else:
 c = st.columns(3)
 if c[0].button("Pin the notebook's four", key="t_notebook", icon=":material/push_pin:"):
     backbone = pretrained_backbone()
-    act("The notebook's four", set_lesson, roster(), notebook_lesson(backbone.arch, backbone.weights), by=you)
+    four = notebook_lesson(backbone.arch, backbone.weights, min(100, labeled))
+    act("The notebook's four", set_lesson, roster(), four, by=you)
     st.rerun()
 choices = [f"{m} · {p}" for m in list_methods() for p in list_presets(m)]
 extra = c[1].multiselect("Or pin presets", choices, key="t_presets", max_selections=MAX_PINNED)
@@ -83,6 +86,7 @@ def preset_lesson(choices: list[str]) -> list[Pinned]:
     for choice in choices:
         method, name = choice.split(" · ")
         cfg = preset(method, name)
+        cfg = cfg.with_(n_labeled=min(cfg.n_labeled, labeled))
         if cfg.weights and backbone.weights != "imagenet":
             cfg = validate(cfg.with_(weights=backbone.weights, arch=backbone.arch))  # ConfigError: act says why
         recipes.append(Pinned(choice, cfg))

@@ -140,6 +140,10 @@ def test_the_teacher_page_is_the_teachers_and_sets_the_limits(class_env):
     assert registry().queue.limits().queued == 2
     teacher.button(key="t_notebook").click().run()
     assert not teacher.exception, teacher.exception
+    from core.classroom.lesson import pinned
+    from ui.identity import roster
+
+    assert [p.cfg.n_labeled for p in pinned(roster())] == [30] * 4  # the synthetic set has 30 labeled images
     assert not any(p in every_text(teacher) for p in class_env)
 
 

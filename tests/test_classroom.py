@@ -223,6 +223,8 @@ def test_the_board_pools_runs_over_owners_with_mean_and_std(splits, tmp_path):
     shown = board_export(table)
     assert "±" in shown.loc[table.index[table["runs"] == 3][0], "Test accuracy (mean ± std)"]
     assert "(1 run)" in shown.loc[table.index[table["runs"] == 1][0], "Test accuracy (mean ± std)"]
+    execute(cfg(0, batch_size=5), splits, store, owner="Ben")  # differs where the label does not look
+    assert pooled_runs(store.runs())["recipe"].nunique() == 3  # three recipes, three rows of the chart
 
 
 def test_expected_wait_shares_the_jobs_ahead_over_the_slots():

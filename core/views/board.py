@@ -29,7 +29,8 @@ def recipe_key(cfg: TrainConfig, fingerprint: str) -> str:
 
 def recipe_label(cfg: TrainConfig) -> str:
     extra = f" {cfg.resolution}px" if cfg.weights else ""
-    return f"{cfg.method} · {cfg.preset} · {cfg.arch}{extra} · {cfg.augment or 'no augmentation'} · {cfg.epochs} ep"
+    return (f"{cfg.method} · {cfg.preset} · {cfg.arch}{extra} · {cfg.augment or 'no augmentation'} · "
+            f"{cfg.epochs} ep · lr {cfg.lr:g}")  # fmt: skip
 
 
 def pooled_runs(runs: list[RunRecord], labels: dict[str, str] | None = None) -> pd.DataFrame:
@@ -46,7 +47,11 @@ def pooled_runs(runs: list[RunRecord], labels: dict[str, str] | None = None) -> 
         key = recipe_key(r.config, r.dataset.get("fingerprint", ""))
         rows.append({"key": key, "recipe": labels.get(key, recipe_label(r.config)), "method": r.config.method,
                      "owner": r.owner, "seed": r.config.seed, "test_acc": m.test_acc, "run_id": r.run_id})  # fmt: skip
-    return pd.DataFrame(rows, columns=["key", "recipe", "method", "owner", "seed", "test_acc", "run_id"])
+    frame = pd.DataFrame(rows, columns=["key", "recipe", "method", "owner", "seed", "test_acc", "run_id"])
+    # Two recipes that differ only in a field the label leaves out must not share a row of the chart.
+    keys_per_label = frame.groupby("recipe")["key"].transform("nunique")
+    frame.loc[keys_per_label > 1, "recipe"] += " · " + frame["key"].str[:6]
+    return frame
 
 
 def board(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -72,8 +72,8 @@ def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
 def accuracy_bars(frame: pd.DataFrame) -> alt.LayerChart:
     """Mean test accuracy per configuration as bars, +- one standard deviation, a dot per seed."""
     summary = accuracy_summary(frame)
-    summary["low"] = summary["mean"] - summary["std"]
-    summary["high"] = summary["mean"] + summary["std"]
+    summary["low"] = (summary["mean"] - summary["std"]).clip(lower=0.0)  # an accuracy stays within 0-100%
+    summary["high"] = (summary["mean"] + summary["std"]).clip(upper=1.0)
     order = list(summary["configuration"])
     y = alt.Y("configuration:N", sort=order, title=None, axis=alt.Axis(labelLimit=420))
     x_scale = alt.Scale(domain=[0, 1])
