@@ -47,3 +47,10 @@ def test_small_charts():
     frame = semi_frame(runs())
     assert set(frame["metric"]) == {"accepted", "pseudo_acc", "test_acc"} and len(frame) == 5
     assert "facet" in semi_diagnostics(frame).to_dict()
+
+
+def test_runs_of_different_recipes_never_pool_under_one_label():
+    a, b = record("a", 0.2, seed=0), record("b", 0.8, seed=0)
+    b.config = b.config.with_(lr=b.config.lr / 10)  # the label shows no learning rate
+    frame = accuracy_frame([a, b])
+    assert frame["configuration"].nunique() == 2 and len(accuracy_summary(frame)) == 2

@@ -48,9 +48,15 @@ def pooled_runs(runs: list[RunRecord], labels: dict[str, str] | None = None) -> 
         rows.append({"key": key, "recipe": labels.get(key, recipe_label(r.config)), "method": r.config.method,
                      "owner": r.owner, "seed": r.config.seed, "test_acc": m.test_acc, "run_id": r.run_id})  # fmt: skip
     frame = pd.DataFrame(rows, columns=["key", "recipe", "method", "owner", "seed", "test_acc", "run_id"])
-    # Two recipes that differ only in a field the label leaves out must not share a row of the chart.
-    keys_per_label = frame.groupby("recipe")["key"].transform("nunique")
-    frame.loc[keys_per_label > 1, "recipe"] += " · " + frame["key"].str[:6]
+    return distinct_labels(frame, "recipe")
+
+
+def distinct_labels(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Two recipes (column "key") that differ only in a field the label leaves out must not share a label,
+    or their runs would be pooled as one: such labels get the key's first characters."""
+    if not frame.empty:
+        keys_per_label = frame.groupby(label)["key"].transform("nunique")
+        frame.loc[keys_per_label > 1, label] += " · " + frame["key"].str[:6]
     return frame
 
 

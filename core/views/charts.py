@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 
 from core.runs.record import RunRecord
+from core.views.board import distinct_labels, recipe_key
 
 
 def run_label(record: RunRecord) -> str:
@@ -54,12 +55,15 @@ def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
 
 
 def accuracy_frame(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run with a test accuracy, labelled by its recipe (runs that differ only by seed pool)."""
     rows = [
-        {"configuration": config_label(r), "seed": r.config.seed, "test_acc": r.metrics.test_acc}
+        {"configuration": config_label(r), "seed": r.config.seed, "test_acc": r.metrics.test_acc,
+         "key": recipe_key(r.config, r.dataset.get("fingerprint", ""))}
         for r in runs
         if r.metrics.test_acc is not None
-    ]
-    return pd.DataFrame(rows, columns=["configuration", "seed", "test_acc"])
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["configuration", "seed", "test_acc", "key"])
+    return distinct_labels(frame, "configuration").drop(columns=["key"])
 
 
 def accuracy_summary(frame: pd.DataFrame) -> pd.DataFrame:
