@@ -1,5 +1,7 @@
 """Compare: saved runs in a table, learning curves, accuracy over seeds, one run in detail."""
 
+import hashlib
+
 import streamlit as st
 
 from core.access import PermissionDenied
@@ -37,8 +39,10 @@ with st.expander("Import runs from an export (.zip with weights, or .json)"):
     if upload is not None and st.button("Import", key="do_import"):
         try:
             added = runs_store.import_file(upload.getvalue(), by=you)
-            st.session_state["flash"] = f"Imported {len(added)} run(s)" + (f", now yours ({you.name})." if
-                                                                          class_mode() else ".")  # fmt: skip
+            new = len(added) - len(runs_store.already)
+            again = f"; {len(runs_store.already)} were here already" if runs_store.already else ""
+            yours = f", now yours ({you.name})" if class_mode() and new else ""
+            st.session_state["flash"] = f"Imported {new} new run(s){yours}{again}."
             st.rerun()
         except StoreError as err:
             st.error(f"Nothing imported: {plain(err)}")
@@ -67,7 +71,11 @@ st.dataframe(
 
 by_id = {r.run_id: r for r in runs}
 default = [i for i in view["run_id"] if by_id[i].status == "finished"][:8]
-chosen = st.multiselect("Runs to compare", list(view["run_id"]), default=default, key="chosen")
+# Keyed by the filters: when they change, the selection starts again from the filtered runs (a kept key would
+# hold on to the runs of the filters before).
+filters = f"{sorted(methods)}|{sorted(statuses)}|{text}"
+chosen = st.multiselect("Runs to compare", list(view["run_id"]), default=default,
+                        key=f"chosen_{hashlib.sha1(filters.encode()).hexdigest()[:8]}")  # fmt: skip
 selected = [by_id[i] for i in chosen]
 if not selected:
     st.info("Select runs to compare.")

@@ -1,5 +1,7 @@
 """Home: the small-data setting, the dataset in use, the device, and where to go next."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.data.cifar import download_cifar10
@@ -25,7 +27,9 @@ try:
     splits = get_splits(source)
 except DataError as err:
     splits = None
-    st.warning(f"**No data yet.** {plain(err)}")
+    missing = source == "cifar10" or not Path(source).exists()
+    # A dataset that is there but cannot be read is not "no data": say which, and what to fix.
+    st.warning(f"**{'No data yet' if missing else 'The dataset cannot be read'}.** {plain(err)}")
     if source == "cifar10" and not me().teacher:
         st.info("Your teacher prepares the dataset on the server: ask them.")
     elif source == "cifar10":
@@ -38,11 +42,14 @@ except DataError as err:
                 st.rerun()
             except DataError as download_err:
                 st.error(str(download_err))
-    st.info(
-        "**Or use a folder dataset**: set `SMALLDATA_DATASET` to a folder holding `labeled/<class>/`, "
-        "`test/<class>/` and optionally `unlabeled/`, then restart, e.g.\n\n"
-        "`SMALLDATA_DATASET=../shared/datasets/cifar10-offline streamlit run app.py`"
-    )
+    if source == "cifar10":  # a folder dataset is the other way; one is in use already otherwise
+        st.info(
+            "**Or use a folder dataset**: set `SMALLDATA_DATASET` to a folder holding `labeled/<class>/`, "
+            "`test/<class>/` and optionally `unlabeled/`, then restart, e.g.\n\n"
+            "`SMALLDATA_DATASET=../shared/datasets/cifar10-offline streamlit run app.py`"
+        )
+    elif me().teacher:
+        st.info("Fix the file or folder named above (or point `SMALLDATA_DATASET` at another folder), then reload.")
 
 if splits is not None:
     info = splits.summary()
@@ -70,3 +77,9 @@ if splits is not None:
             icon=":material/model_training:",
         )
         st.page_link("pages/compare.py", label="Compare saved runs", icon=":material/bar_chart:")
+        st.page_link("pages/why.py", label="Why it works: feature maps, spreading, the stem", icon=":material/hub:")
+        st.page_link("pages/notebook.py", label="The notebook, replayed question by question",
+                     icon=":material/menu_book:")  # fmt: skip
+        st.page_link("pages/try_model.py", label="Try a model on an image", icon=":material/image_search:")
+        st.page_link("pages/board.py", label="The class board: recipes pooled over everyone's seeds",
+                     icon=":material/leaderboard:")  # fmt: skip

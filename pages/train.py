@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.access import PermissionDenied
-from core.config import FIELD_SPECS, ConfigError, TrainConfig
+from core.config import FIELD_SPECS, ConfigError, TrainConfig, is_used
 from core.data.pipelines import PRESETS as AUGMENT_PRESETS
 from core.methods.base import OPTIMISATION
 from core.methods.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
@@ -95,9 +95,12 @@ with st.expander("Optimisation", expanded=True):
     field_inputs([f for f in OPTIMISATION if f in fields], base, values, key=k)
 specific = [f for f in fields if f not in values and f not in OPTIMISATION and f not in ("seed", "eval_every")]
 specific = [f for f in specific if f not in ("device", "precision", "eval_subset")]
-if specific:
+current = base.with_(**{f: v for f, v in values.items() if f in FIELD_SPECS})
+if [f for f in specific if FIELD_SPECS[f].choices or is_used(f, current)]:  # no empty section
     with st.expander(f"{method} settings", expanded=True):
         field_inputs(specific, base, values, key=k, caps={"n_unlabeled": len(splits.unlabeled_x)})
+else:
+    field_inputs(specific, base, values, key=k)  # draws nothing: the hidden fields take their defaults
 field_inputs([f for f in ("seed", "eval_every") if f in fields], base, values, key=k, columns=4)
 c = st.columns(4)
 repeats = c[0].number_input(

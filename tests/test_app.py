@@ -23,6 +23,11 @@ def app_env(monkeypatch, dataset_dir, tmp_path, app_cache):
     return tmp_path
 
 
+def runs_to_compare(at: AppTest):
+    """Compare's run picker (its key follows the filters)."""
+    return next(m for m in at.multiselect if m.label == "Runs to compare")
+
+
 def open_page(page: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
@@ -47,6 +52,24 @@ def test_home_explains_missing_data(app_env, monkeypatch, tmp_path):
     at = open_page("pages/home.py")
     assert any("does not exist" in w.value for w in at.warning)
     assert any("SMALLDATA_DATASET" in i.value for i in at.info)
+
+
+def test_home_names_an_unreadable_dataset_and_links_every_page(app_env, monkeypatch, tmp_path):
+    from tests.conftest import build_dataset
+
+    broken = build_dataset(tmp_path / "broken", labeled=3, test=3, unlabeled=0)
+    (broken / "labeled" / "zebra").mkdir()  # an empty class folder
+    monkeypatch.setenv("SMALLDATA_DATASET", str(broken))
+    at = open_page("pages/home.py")
+    assert any("The dataset cannot be read" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any("No data yet" in w.value for w in at.warning)
+    assert not any("Or use a folder dataset" in i.value for i in at.info)  # one is in use
+
+
+def test_home_links_every_page(app_env):
+    at = open_page("pages/home.py")
+    linked = {link.proto.page for link in at.get("page_link")}  # each page's URL name
+    assert linked == {"data", "train", "compare", "why", "notebook", "try_model", "board"}, linked
 
 
 def test_data_page_previews_two_pipelines(app_env):
@@ -85,7 +108,7 @@ def test_train_page_validates_and_starts_a_run_that_compare_lists(app_env):
     job = registry().jobs()[0]  # newest first
     assert job.state == "finished", job.message
     at = open_page("pages/compare.py")
-    assert job.run_id in at.multiselect(key="chosen").value
+    assert job.run_id in runs_to_compare(at).value
     assert any("Test accuracy per configuration" in s.value for s in at.subheader)
 
 
@@ -111,6 +134,28 @@ def test_an_experiment_run_from_the_cli_is_found_by_the_train_page(app_env, caps
 def test_compare_page_without_runs(app_env):
     at = open_page("pages/compare.py")
     assert any("No saved runs" in i.value for i in at.info)
+
+
+def test_compare_runs_to_compare_follow_the_filters_and_a_second_import_adds_nothing(app_env, splits):
+    import dataclasses
+
+    from core.access import SINGLE_USER
+    from core.config import TrainConfig
+    from core.runs.store import RunStore
+    from core.runs.train import execute
+
+    store = RunStore(app_env / "runs")
+    done = execute(TrainConfig(arch=TINY, epochs=1, batch_size=10, eval_every=0, device="cpu", n_labeled=30), splits,
+                   store)  # fmt: skip
+    stopped = store.save(dataclasses.replace(done, run_id="stopped-copy", status="stopped"))
+    at = open_page("pages/compare.py")
+    assert runs_to_compare(at).value == [done.run_id]
+    at.multiselect(key="f_status").select("stopped").run()
+    assert runs_to_compare(at).options == [stopped] and runs_to_compare(at).value == []
+    at.multiselect(key="f_status").unselect("stopped").run()
+    assert runs_to_compare(at).value == [done.run_id]  # not the stopped run's filter any more
+    blob = store.export_json([done.run_id, stopped], by=SINGLE_USER)
+    assert store.import_json(blob, by=SINGLE_USER) and store.already == [done.run_id, stopped]
 
 
 def labels(at: AppTest) -> set[str]:
@@ -155,6 +200,8 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, 
         assert not at.exception, (method, at.exception)
         shown = labels(at)
         assert present <= shown and not (absent & shown), (method, shown)
+        if method == "transfer":  # its only own field (keep the network) is hidden for a head: no empty section
+            assert "transfer settings" not in {e.label for e in at.expander}
 
 
 @pytest.mark.slow  # a worker process
@@ -262,7 +309,7 @@ def test_compare_offers_the_full_test_pass_of_a_stopped_run(app_env, splits):
     at.run()
     assert not at.exception, at.exception
     assert not any("last periodic check" in w.value for w in at.warning)
-    at.multiselect(key="chosen").select(run.run_id).run()
+    runs_to_compare(at).select(run.run_id).run()
     at.selectbox(key="detail").select(run.run_id).run()
     assert any("Confusion matrix" in m.value for m in at.markdown)
 

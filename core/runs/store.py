@@ -76,6 +76,7 @@ def check_record(data: Any) -> RunRecord:
 class RunStore:
     root: Path = field(default_factory=default_runs_dir)
     warnings: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)  # of the last import: the runs that were saved here before
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -279,6 +280,7 @@ class RunStore:
         if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
             raise StoreError('import file must be an object with a "runs" list, as exported by this app')
         records = [check_record(r) for r in payload["runs"]]  # all checked before any is saved
+        self.already = [r.run_id for r in records if self.record_path(r.run_id).exists()]
         for record in records:
             if not by.teacher:
                 record.owner = by.name

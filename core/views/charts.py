@@ -135,10 +135,11 @@ def per_class_bars(per_class: list[float], classes: list[str]) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("class:N", sort=classes, title=None),
+            # Every class named: Vega drops labels it thinks overlap, and dropped 5 of 10 here.
+            y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)),
             tooltip=["class", alt.Tooltip("accuracy:Q", format=".1%")],
         )
-        .properties(height=24 * len(classes), width=300)
+        .properties(height=alt.Step(26), width=300)
     )
 
 
