@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.data.augment import preview_grid, to_code
+from core.data.augment import preview_fits, preview_grid, to_code
 from core.data.pipelines import CATALOG, PRESETS, parse_pipeline
 from ui.common import framed, pixelated_images, try_splits
 
@@ -59,9 +59,11 @@ with controls:
     st.button("Resample", icon=":material/refresh:", on_click=next_seed, key="resample")
 
 default_pick = indices[:6]
+# Keyed by the classes shown: a kept key would hold images of classes now filtered out, and show none.
 picked = st.multiselect(
-    "Images", indices, default=default_pick, format_func=lambda i: f"#{i} {classes[labels[i]]}", key="picked"
-)
+    "Images", indices, default=default_pick, format_func=lambda i: f"#{i} {classes[labels[i]]}",
+    key="picked" if len(shown) == len(classes) else f"picked_{'_'.join(sorted(shown))}",
+)  # fmt: skip
 errors = []
 for side, text in (("A", text_a), ("B", text_b)):
     try:
@@ -72,9 +74,16 @@ if errors:
     for e in errors:
         st.error(e)
 elif picked:
-    grid = preview_grid(splits.labeled_x[picked], [text_a, text_b], k, seed=int(st.session_state.seed), max_width=1100)
-    st.caption(f"Each row: original | {k} samples of A | {k} samples of B")
-    st.image(grid.numpy(), width=grid.shape[1])
+    seed = int(st.session_state.seed)
+    if preview_fits(k, 2):
+        grid = preview_grid(splits.labeled_x[picked], [text_a, text_b], k, seed=seed)
+        st.caption(f"Each row: original | {k} samples of A | {k} samples of B")
+        st.image(grid.numpy(), width=grid.shape[1])
+    else:  # side by side, the tiles would be too small for a projector: one pipeline after the other
+        for side, text in (("A", text_a), ("B", text_b)):
+            grid = preview_grid(splits.labeled_x[picked], [text], k, seed=seed)
+            st.caption(f"Pipeline {side}, each row: original | {k} samples")
+            st.image(grid.numpy(), width=grid.shape[1])
     code_a, code_b = st.columns(2)
     for col, side, text in ((code_a, "A", text_a), (code_b, "B", text_b)):
         with col:

@@ -80,6 +80,12 @@ def test_data_page_previews_two_pipelines(app_env):
     at.button(key="resample").click().run()
     assert not at.exception, at.exception
     assert at.number_input(key="seed").value == 1
+    at.multiselect(key="gallery_classes").set_value(["c1_green"]).run()  # one class: its own images are picked
+    picker = next(m for m in at.multiselect if m.label == "Images")
+    assert picker.value and not any("Pick at least one" in i.value for i in at.info)
+    at.slider(key="k").set_value(10).run()  # too wide side by side at 64 px: one pipeline after the other
+    assert any("Pipeline A, each row" in c.value for c in at.caption)
+    at.multiselect(key="gallery_classes").set_value(["c0_red", "c1_green", "c2_blue"]).run()
     at.selectbox(key="pipe_B").select("custom").run()
     at.text_input(key="custom_B").input("hflip|warp").run()
     assert any("warp" in e.value for e in at.error)

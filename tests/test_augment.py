@@ -94,3 +94,13 @@ def test_bad_pipelines_are_explained(text, words):
         parse_pipeline(text)
     for w in words:
         assert w in str(err.value)
+
+
+def test_preview_tiles_are_never_below_64_pixels_and_too_wide_rows_are_split():
+    from core.data.augment import MIN_TILE, preview_fits, preview_grid
+
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    for k in (1, 6, 10, 12):
+        grid = preview_grid(images, ["hflip"], k)
+        assert grid.shape[0] // 2 >= MIN_TILE, k  # two rows of images, each at least MIN_TILE high
+    assert preview_fits(6, 2) and not preview_fits(10, 2) and preview_fits(12, 1)

@@ -173,12 +173,21 @@ class BatchAugment:
         return images, y
 
 
+MIN_TILE = 64  # pixels: smaller tiles cannot be read on a classroom projector
+
+
+def preview_fits(k: int, pipelines: int, size: int = 32, max_width: int = 1100, gap: int = 8) -> bool:
+    """Whether a row of the original and k samples of each pipeline fits max_width with tiles of MIN_TILE."""
+    scale = -(-MIN_TILE // size)
+    return ((1 + pipelines * k) * (size + 1) + pipelines * gap) * scale <= max_width
+
+
 def preview_grid(
     images: torch.Tensor, pipelines: list[str], k: int, seed: int = 0, max_width: int = 1100, gap: int = 8
 ) -> torch.Tensor:
     """One picture for the page: per row, the original | k samples of each pipeline, enlarged by the
-    largest whole factor that fits max_width, with nearest-neighbour scaling so that 32x32 pixels stay
-    crisp. Returns uint8 H x W x 3."""
+    largest whole factor that fits max_width but never to tiles under MIN_TILE pixels (preview_fits says
+    whether they fit), with nearest-neighbour scaling so that 32x32 pixels stay crisp. Returns uint8 H x W x 3."""
     n, _, h, w = images.shape
     blocks = [images[:, None]] + [preview(images, text, k, seed) for text in pipelines]
     wide = torch.full((n, 3, h, gap), 255, dtype=torch.uint8)
@@ -192,6 +201,6 @@ def preview_grid(
     rows = torch.cat(row_parts, dim=3)  # n x 3 x h x W
     spacer = torch.full((n, 3, 1, rows.shape[-1]), 255, dtype=torch.uint8)
     grid = torch.cat([rows, spacer], dim=2).permute(1, 0, 2, 3).reshape(3, -1, rows.shape[-1])
-    scale = max(1, max_width // grid.shape[-1])
+    scale = max(-(-MIN_TILE // h), max_width // grid.shape[-1])
     grid = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     return grid.permute(1, 2, 0).contiguous()
