@@ -102,7 +102,7 @@ else:
     summary = accuracy_summary(acc)
     st.dataframe(summary, hide_index=True, column_config=percent_columns("mean", "std"))
 
-st.subheader("Results table")
+st.subheader("Results table (one row per recipe, mean ± std over its seeds)")
 table = results_table(selected)
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)

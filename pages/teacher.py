@@ -41,7 +41,11 @@ busy = len(reg.running())
 st.metric("Workers busy", f"{busy} of {reg.max_running}")
 show_class_jobs()
 active = reg.queue.jobs(active_only=True, limit=1000)
-stoppable = [j for j in active if j.state in ("queued", "running")]
+places = reg.queue.positions()
+stoppable = sorted(
+    (j for j in active if j.state in ("queued", "running")),
+    key=lambda j: (j.state != "running", places.get(j.job_id, 0)),
+)  # running first, then the queue
 if stoppable:
     c = st.columns([3, 1, 2])
     picked = c[0].selectbox("Job", [j.job_id for j in stoppable], key="t_job",

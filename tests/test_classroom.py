@@ -266,3 +266,17 @@ def test_cli_fair_order_b_starts_second_once_a_worker_runs(dataset_dir, tmp_path
     assert all(j["place"] is not None for j in jobs[2:]) and {j["owner"] for j in jobs[2:]} == {"A"}
     saved = RunStore(tmp_path / "runs").runs()
     assert sorted(r.owner for r in saved) == ["A", "B"]
+
+
+def test_cli_delete_and_evaluate_of_another_owners_run_exit_2_and_the_teacher_may(splits, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    anas = execute(cfg(), splits, RunStore(runs), owner="Ana")
+    Roster(runs).join("t-secret", "Ms Lee", CLASS)
+    where = ["--runs-dir", str(runs), "--dataset", "data"]
+    for command in ("delete", "evaluate"):
+        assert main([command, anas.run_id, "--owner", "Ben", *where]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"error: run {anas.run_id} belongs to Ana: only Ana or a teacher can {command} it"
+        )
+    assert main(["delete", anas.run_id, "--owner", "Ms Lee", *where]) == 0  # the roster says she teaches
+    assert RunStore(runs).runs() == []

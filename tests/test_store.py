@@ -151,11 +151,14 @@ def test_tables(tmp_path):
     runs = [record("r1", 0.25), record("r2", 0.5)]
     frame = runs_frame(runs)
     assert list(frame["test_acc"]) == [0.25, 0.5] and list(frame["epochs"]) == [1, 1]
-    table = results_table(runs)
-    assert list(table.columns) == ["Model", "Number of epochs", "Train accuracy", "Test accuracy"]
+    table = results_table(runs)  # one recipe, two runs: one row, mean ± std over them
+    assert list(table.columns) == ["Model", "Number of epochs", "Train accuracy", "Test accuracy", "Seeds"]
+    assert len(table) == 1 and table["Test accuracy"].iloc[0] == "37.5% ± 17.7%" and table["Seeds"].iloc[0] == 2
     md = to_markdown(table)
-    assert md.splitlines()[0] == "| Model | Number of epochs | Train accuracy | Test accuracy |"
-    assert "| 50.0 |" in md
+    assert md.splitlines()[0] == "| Model | Number of epochs | Train accuracy | Test accuracy | Seeds |"
+    other = record("r3", 0.51)
+    other.config = other.config.with_(lr=other.config.lr / 2)
+    assert list(results_table([other])["Test accuracy"]) == ["51.0%"]  # one decimal always
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from core.runs.record import RunRecord
+from core.views.board import distinct_labels, recipe_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,19 +52,30 @@ def epochs_trained(r: RunRecord) -> int:
 
 
 def results_table(runs: list[RunRecord]) -> pd.DataFrame:
-    """The notebook's table: Model | Number of epochs | Train accuracy | Test accuracy."""
+    """The notebook's table, one row per recipe (runs that differ only by seed pooled): Model | Number of
+    epochs | Train accuracy | Test accuracy (mean ± std over the seeds) | Seeds; percentages with one decimal."""
     import pandas as pd
 
     frame = runs_frame(runs)
-    label = frame["method"] + " " + frame["model"] + " " + frame["augment"]
-    return pd.DataFrame(
-        {
-            "Model": label.str.strip(),
-            "Number of epochs": frame["epochs"],
-            "Train accuracy": (frame["train_acc"] * 100).round(1),
-            "Test accuracy": (frame["test_acc"] * 100).round(1),
-        }
-    )
+    frame["label"] = (frame["method"] + " " + frame["model"] + " " + frame["augment"]).str.strip()
+    frame["key"] = [recipe_key(r.config, r.dataset.get("fingerprint", "")) for r in runs]
+    frame = distinct_labels(frame, "label")
+    rows = []
+    for _, group in frame.groupby("key", sort=False):
+        test, train = group["test_acc"].dropna(), group["train_acc"].dropna()
+        rows.append({"Model": group["label"].iloc[0], "Number of epochs": int(group["epochs"].max()),
+                     "Train accuracy": _percent(train), "Test accuracy": _percent(test),
+                     "Seeds": len(group)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["Model", "Number of epochs", "Train accuracy", "Test accuracy", "Seeds"])
+
+
+def _percent(values: pd.Series) -> str:
+    """A mean (± std over two or more) in percent with one decimal: "51.0%", "51.0% ± 0.4%"."""
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.1%}"
+    return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
