@@ -11,6 +11,7 @@ import pandas as pd
 from core.config import TrainConfig
 from core.methods.registry import preset
 from core.runs.record import RunRecord
+from core.views.tables import mean_std_percent
 
 SEEDS = (0, 1, 2)
 FLIP_CROP = "hflip|crop(padding=4)"
@@ -126,18 +127,10 @@ def results(configs: dict[str, TrainConfig], runs: list[RunRecord]) -> tuple[pd.
             "Model": step.model,
             "Number of epochs": cfg.epochs,
             "Train accuracy": f"{train.mean():.1%}" if len(mine) else "",
-            "Test accuracy": _mean_std(test),
+            "Test accuracy": mean_std_percent(test, one=" (1 seed)"),
             "Seeds": len(mine),
             "Notebook (test)": f"{step.reported:.2%}" if step.reported is not None else "",
         })  # fmt: skip
         seeds += [{"experiment": step.model, "seed": r.config.seed, "test_acc": r.metrics.test_acc,
                    "reported": step.reported} for r in mine]  # fmt: skip
     return pd.DataFrame(rows), pd.DataFrame(seeds, columns=["experiment", "seed", "test_acc", "reported"])
-
-
-def _mean_std(values: pd.Series) -> str:
-    if values.empty:
-        return ""
-    if len(values) == 1:
-        return f"{values.iloc[0]:.1%} (1 seed)"
-    return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"

@@ -64,17 +64,18 @@ def results_table(runs: list[RunRecord]) -> pd.DataFrame:
     for _, group in frame.groupby("key", sort=False):
         test, train = group["test_acc"].dropna(), group["train_acc"].dropna()
         rows.append({"Model": group["label"].iloc[0], "Number of epochs": int(group["epochs"].max()),
-                     "Train accuracy": _percent(train), "Test accuracy": _percent(test),
+                     "Train accuracy": mean_std_percent(train), "Test accuracy": mean_std_percent(test),
                      "Seeds": len(group)})  # fmt: skip
     return pd.DataFrame(rows, columns=["Model", "Number of epochs", "Train accuracy", "Test accuracy", "Seeds"])
 
 
-def _percent(values: pd.Series) -> str:
-    """A mean (± std over two or more) in percent with one decimal: "51.0%", "51.0% ± 0.4%"."""
+def mean_std_percent(values: pd.Series, one: str = "") -> str:
+    """A mean (± std over two or more) in percent with one decimal: "51.0%" (and `one` after a single
+    value), "51.0% ± 0.4%"."""
     if values.empty:
         return ""
     if len(values) == 1:
-        return f"{values.iloc[0]:.1%}"
+        return f"{values.iloc[0]:.1%}{one}"
     return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"
 
 
