@@ -133,3 +133,17 @@ def test_with_json_an_error_is_json_too(dataset_dir, tmp_path, capsys):
     out = capsys.readouterr()
     assert json.loads(out.out) == {"error": "lr=-1.0 is out of range; accepted: [1e-06, 10]"} and out.err == ""
     assert main(args) == 2 and capsys.readouterr().err.startswith("error: lr=-1.0")
+
+
+@pytest.mark.slow  # subprocesses (a fifth of a second each)
+def test_a_value_out_of_range_is_refused_before_torch_is_imported():
+    out = run_cli("train", "--lr", "-1", "--dataset", "anything", env_extra={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+    assert lines == ["error: lr=-1.0 is out of range; accepted: [1e-06, 10]"]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "core.config" in imported  # the check ran, and torch never loaded
+    as_json = run_cli("submit", "--epochs=0", "--json")
+    assert as_json.returncode == 2 and json.loads(as_json.stdout) == {
+        "error": "epochs=0 is out of range; accepted: [1, 10000]"
+    }
