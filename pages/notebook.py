@@ -4,10 +4,11 @@
 import streamlit as st
 
 from core.access import PermissionDenied
+from core.methods.step_timings import EstimateUnavailable, estimate_seconds
 from core.views.charts import notebook_chart
 from core.views.featuremap import pretrained_backbone
 from core.views.notebook import SEEDS, STEPS, experiments, missing_seeds, results
-from ui.common import config_caption, framed, plain, registry, store, try_splits
+from ui.common import config_caption, framed, plain, registry, settings, store, try_splits
 from ui.identity import me
 
 framed("pages/notebook.py")
@@ -34,24 +35,60 @@ configs = experiments(arch, weights, min(100, len(splits.labeled_y)))
 runs = store().runs()
 queued = [j.cfg for j in registry().jobs() if not j.done and j.kind == "train"]
 
+
+def seconds_per_seed(cfg) -> float | None:
+    """The estimate from step times a worker measured (None before any has), never a measurement here."""
+    try:
+        return estimate_seconds(cfg, splits, cache_dir=settings().cache_dir, busy=True)
+    except EstimateUnavailable:
+        return None
+
+
+def queue(todo: dict[str, list[int]]) -> bool:
+    """Queues the seeds of each experiment; False (and why) when the class's limit stopped it."""
+    done = 0
+    try:
+        for key, seeds in todo.items():
+            for seed in seeds:
+                registry().submit(configs[key].with_(seed=seed), by=me())
+                done += 1
+        st.toast(f"Queued {done} run(s): the Train page shows their progress")
+        return True
+    except PermissionDenied as err:
+        st.error(f"Queued {done} run(s), then: {err}")
+        return False
+
+
+times = {key: seconds_per_seed(cfg) for key, cfg in configs.items()}
+todo = {key: missing_seeds(cfg, runs, queued) for key, cfg in configs.items()}
+left = [times[k] * len(seeds) for k, seeds in todo.items() if seeds and times[k] is not None]
+unknown = [k for k, seeds in todo.items() if seeds and times[k] is None]
+c = st.columns([3, 1])
+if not any(todo.values()):
+    c[0].caption("Every experiment has its seeds done or queued.")
+else:
+    about = f"about **{sum(left) / 60:.0f} min** here, one run after another" if left else "a time not known yet"
+    c[0].markdown(f"The whole notebook: {sum(len(s) for s in todo.values())} runs not done yet, {about}"
+                  + (f" (and {len(unknown)} experiment(s) whose step times are not measured yet)" if unknown and left
+                     else "") + ".")  # fmt: skip
+if c[1].button("Run the whole notebook", key="nb_all", disabled=not any(todo.values()), type="primary",
+               icon=":material/playlist_play:") and queue(todo):  # fmt: skip
+    st.rerun()
+
 for step in STEPS:
     st.subheader(step.title)
     st.markdown(step.text)
     if step.key not in configs:
         continue
-    cfg = configs[step.key]
-    todo = missing_seeds(cfg, runs, queued)
+    cfg, seeds, per_seed_s = configs[step.key], todo[step.key], times[step.key]
     c = st.columns([3, 1])
-    c[0].caption(config_caption(cfg))
-    label = f"Run with {len(todo)} seed(s)" if todo else "All seeds done or queued"
-    if c[1].button(label, key=f"nb_{step.key}", disabled=not todo, icon=":material/play_arrow:"):
-        try:
-            for seed in todo:
-                registry().submit(cfg.with_(seed=seed), by=me())
-            st.toast(f"Queued {len(todo)} run(s) of {step.model}")
-            st.rerun()
-        except PermissionDenied as err:
-            st.error(str(err))
+    took = f"≈ {per_seed_s / 60:.1f} min per seed here" if per_seed_s is not None else "time per seed not known yet"
+    c[0].caption(f"{config_caption(cfg)} · {took}")
+    label = f"Run with {len(seeds)} seed(s)" if seeds else "All seeds done or queued"
+    if c[1].button(label, key=f"nb_{step.key}", disabled=not seeds, icon=":material/play_arrow:") and queue(
+        {step.key: seeds}
+    ):
+        st.rerun()
 
 st.subheader("Results, in the notebook's format")
 table, per_seed = results(configs, runs)

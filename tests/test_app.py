@@ -426,6 +426,7 @@ def test_try_page_gives_the_top_three_of_each_run(app_env, local_backbone):
 
 @pytest.mark.slow  # three worker processes
 def test_notebook_page_queues_three_seeds_per_experiment_and_fills_its_table(app_env, local_backbone):
+    from core.access import SINGLE_USER as ME
     from ui.common import registry
 
     at = open_page("pages/notebook.py")
@@ -444,3 +445,10 @@ def test_notebook_page_queues_three_seeds_per_experiment_and_fills_its_table(app
     row = at.dataframe[0].value.iloc[3]
     assert row["Seeds"] == 3 and "±" in row["Test accuracy"]
     assert len(at.get("vega_lite_chart")) == 1  # the summary plot
+    assert any("min per seed here" in c.value or "not known yet" in c.value for c in at.caption)
+    assert any("The whole notebook: 9 runs not done yet" in m.value for m in at.markdown)
+    at.button(key="nb_all").click().run()  # the other three experiments, three seeds each
+    assert not at.exception, at.exception
+    assert len([j for j in registry().jobs() if j.kind == "train"]) == 12 and at.button(key="nb_all").disabled
+    for job in registry().queue.jobs(active_only=True):
+        registry().stop(job.job_id, ME)
