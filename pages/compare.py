@@ -144,11 +144,11 @@ if m.confusion:
     if wrong and splits is not None and same_test_set(run, splits.fingerprint):
         st.markdown("**Test images it got wrong** (true → predicted)")
         pixelated_images()
-        cols = st.columns(12)
+        cols = st.columns(8)  # 96 px tiles: readable on a projector, and "automobile" fits on one line
         for n, (i, p) in enumerate(zip(wrong, m.wrong_pred, strict=False)):
-            cols[n % 12].image(
+            cols[n % 8].image(
                 splits.test_x[i].permute(1, 2, 0).numpy(),
-                width=64,
+                width=96,
                 caption=f"{classes[int(splits.test_y[i])]} → {classes[p]}",
             )
     elif wrong:

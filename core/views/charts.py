@@ -125,7 +125,7 @@ def confusion_heatmap(confusion: list[list[int]], classes: list[str]) -> alt.Lay
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")))
     text = base.mark_text(fontSize=10).encode(text="count:Q")
-    return (heat + text).properties(width=360, height=360)
+    return (heat + text).properties(width=440, height=440)  # large enough to read from the back of a class
 
 
 def per_class_bars(per_class: list[float], classes: list[str]) -> alt.Chart:
