@@ -253,9 +253,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    store = RunStore(_runs_dir(args))
-    store.check(args.run_id, actor(args), "delete")  # "no run ..." or whose it is, before anything goes
-    store.delete(args.run_id, by=actor(args))
+    store, by = RunStore(_runs_dir(args)), actor(args)
+    store.check(args.run_id, by, "delete")  # "no run ...": delete itself takes a missing run as deleted
+    store.delete(args.run_id, by=by)
     print(f"deleted {args.run_id}")
     return 0
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.access import PermissionDenied
 from core.data.splits import Splits
+from core.jobs.job import LIMITED_KINDS
 from core.jobs.progress import job_progress
 from core.jobs.queue import JobInfo
 from core.jobs.schedule import expected_wait
@@ -108,7 +109,7 @@ def _job_seconds(job: JobInfo, splits: Splits, typical: float) -> float:
             return estimate_seconds(job.cfg, splits, cache_dir=settings().cache_dir, busy=True)
         except (EstimateUnavailable, ValueError):
             pass
-    return typical if job.kind in ("train", "evaluate") else 10.0
+    return typical if job.kind in LIMITED_KINDS else 10.0  # a run, or a page's view or timing (seconds)
 
 
 def waits(splits: Splits) -> dict[int, str]:

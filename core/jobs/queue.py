@@ -23,8 +23,19 @@ from typing import Any
 
 from core.access import Actor, PermissionDenied, check
 from core.config import TrainConfig
-from core.jobs.job import ACTIVE, ADDED_COLUMNS, KINDS, SCHEMA, JobInfo, dead_job_outcome, worker_dead
+from core.jobs.job import (
+    ACTIVE,
+    ADDED_COLUMNS,
+    KINDS,
+    LIMITED_KINDS,
+    SCHEMA,
+    JobInfo,
+    dead_job_outcome,
+    worker_dead,
+)
 from core.jobs.schedule import Busy, Limits, Waiting, fair_order, is_limited, queued_limit_message, startable
+
+RUN_KINDS_SQL = ",".join("?" * len(LIMITED_KINDS))  # the placeholders of the kinds that count as runs
 
 
 class QueueError(RuntimeError):
@@ -83,8 +94,8 @@ class JobQueue:
             db.execute("BEGIN IMMEDIATE")  # the count and the insert at once: two tabs cannot both pass the limit
             if is_limited(kind, by.role):
                 waiting = db.execute(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ? AND role != 'teacher' AND kind IN "
-                    "('train', 'evaluate')", (by.name,),
+                    f"SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ? AND role != 'teacher' AND kind IN "
+                    f"({RUN_KINDS_SQL})", (by.name, *LIMITED_KINDS),
                 ).fetchone()[0]  # fmt: skip
                 if (refusal := queued_limit_message(by.name, waiting, self._limits(db))) is not None:
                     db.execute("ROLLBACK")
@@ -221,8 +232,8 @@ class JobQueue:
         owners = {w.owner for w in waiting}
         marks = ",".join("?" * len(owners))
         sql = (f"SELECT owner, MAX(started) FROM jobs WHERE owner IN ({marks}) AND started IS NOT NULL AND kind IN "
-               "('train', 'evaluate') GROUP BY owner")  # fmt: skip
-        last = {r[0]: r[1] for r in db.execute(sql, list(owners))}
+               f"({RUN_KINDS_SQL}) GROUP BY owner")  # fmt: skip
+        last = {r[0]: r[1] for r in db.execute(sql, [*owners, *LIMITED_KINDS])}
         return waiting, running, last
 
     def next_to_start(self) -> list[int]:

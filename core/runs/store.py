@@ -284,7 +284,7 @@ class RunStore:
         for record in records:
             if not by.teacher:
                 record.owner = by.name
-            if self.record_path(record.run_id).exists():
+            if record.run_id in self.already:
                 with contextlib.suppress(StoreError):  # unreadable: the import may replace it
                     self.check(record.run_id, by, "replace")
         return records
