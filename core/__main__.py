@@ -4,9 +4,9 @@
 import json
 import sys
 
-from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, check_field
+from core.config import CLI_ALIASES, FIELD_SPECS, FIELD_TYPES, ConfigError, check_field
 
-FLAG_NAMES = {"unlabeled": "n_unlabeled"}  # core.cli.ALIASES, the other way round
+FLAG_NAMES = {flag: name for name, flag in CLI_ALIASES.items()}
 NUMBERS = {"int": int, "float": float}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from core import settings
 from core.access import SINGLE_USER, Actor, PermissionDenied, check_name
-from core.config import FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
+from core.config import CLI_ALIASES, FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data.load import dataset_from_env, default_cache_dir, load_splits
 from core.data.splits import DataError
 from core.jobs.queue import QueueError
@@ -21,9 +21,6 @@ from core.runs.record import RunRecord
 from core.runs.store import RunStore, StoreError, default_runs_dir
 from core.settings import SettingsError
 from core.views.tables import runs_frame, to_markdown
-
-# CLI spellings that differ from the config's field names.
-ALIASES = {"n_unlabeled": "unlabeled"}
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -36,7 +33,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     for name, spec in FIELD_SPECS.items():
         if name == "method":
             continue
-        flag = "--" + ALIASES.get(name, name).replace("_", "-")
+        flag = "--" + CLI_ALIASES.get(name, name).replace("_", "-")
         kind = {"int": int, "float": float, "str": str, "bool": bool}[FIELD_TYPES[name]]
         accepted = f" [{spec.low:g}, {spec.high:g}]" if spec.low is not None else ""
         accepted += f" {{{', '.join(spec.choices)}}}" if spec.choices else ""

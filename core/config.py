@@ -247,3 +247,8 @@ def is_used(name: str, cfg: TrainConfig) -> bool:
 def is_on(name: str, cfg: TrainConfig) -> bool:
     """A yes/no field that is set and applies to this config (flip_test=True on a frozen head does not)."""
     return bool(getattr(cfg, name)) and is_used(name, cfg)
+
+
+# Command-line spellings that differ from the field names (core.cli builds its flags from them, and
+# core.__main__ reads them back before the CLI is imported).
+CLI_ALIASES = {"n_unlabeled": "unlabeled"}
