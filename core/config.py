@@ -97,9 +97,14 @@ class TrainConfig:
         used_when=lambda c: c.finetune == "head",
     )  # fmt: skip
     # --- data
-    n_labeled: int = spec(100, "Labeled images", "The first N labeled images are used.", low=10, high=50_000)
+    n_labeled: int = spec(100, "Labeled images", "The first N labeled images are used.", low=2, high=50_000)
     augment: str = spec("none", "Augmentation", "A preset name or a pipeline such as hflip|crop(padding=4); "
                         "preview them on the Data page.")  # fmt: skip
+    cv_folds: int = spec(
+        5, "Cross-validation folds", "Only for a dataset without a test set: the labeled images are split into "
+        "this many folds (each class spread evenly), the method trains on all but one and is scored on the one left "
+        "out, in turn; the run reports the folds' mean and spread.", low=2, high=20,
+    )  # fmt: skip
     # --- optimisation
     epochs: int = spec(100, "Epochs", "With 100 images an epoch is a handful of steps: think in steps, not epochs.",
                        low=1, high=10_000)  # fmt: skip

@@ -85,6 +85,12 @@ class Settings:
         _path,
         "decoded images, frozen features, step timings (default: the data folder's cache/)",
     )
+    datasets_dir: Path = _setting(
+        "SMALLDATA_DATASETS_DIR",
+        "",
+        _path,
+        "datasets uploaded from the browser, one folder each (default: the data folder's datasets/)",
+    )
     max_jobs: int = _setting(
         "SMALLDATA_MAX_JOBS", "1", _positive_int, "jobs running at once; each worker gets cores / N torch threads"
     )
@@ -140,6 +146,8 @@ class Settings:
         # Defaults that depend on another setting, filled once.
         if not str(self.cache_dir) or str(self.cache_dir) == ".":
             object.__setattr__(self, "cache_dir", self.data_dir / "cache")
+        if not str(self.datasets_dir) or str(self.datasets_dir) == ".":
+            object.__setattr__(self, "datasets_dir", self.data_dir / "datasets")
         if not str(self.launcher_dir) or str(self.launcher_dir) == ".":
             object.__setattr__(self, "launcher_dir", Path(tempfile.gettempdir()) / f"smalldata-{os.getuid()}")
 

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ("core.settings", "core.plugins", "core.access"),  # the environment; plugins named there; who may change what
     ("core.data",),  # splits, augmentation pipelines
+    ("core.datasets",),  # datasets brought from the browser: upload, images, their folders and labels
     ("core.models",),  # networks and their registry
     ("core.config",),  # the run config (its arch rule asks core.models)
     ("core.engine",),  # device and precision, the training loop, optimisers, prediction, CUDA graphs

@@ -80,7 +80,7 @@ def test_other_image_sizes_are_resized(tmp_path):
 @pytest.mark.parametrize(
     "breakage, words",
     [
-        (lambda r: __import__("shutil").rmtree(r / "test"), ["test", "missing folder"]),
+        (lambda r: __import__("shutil").rmtree(r / "labeled"), ["labeled", "missing folder"]),
         (lambda r: (r / "test" / "purple").mkdir(), ["purple", "differ"]),
         (
             lambda r: (r / "labeled" / "c0_red" / "broken.png").write_bytes(b"not a png"),
@@ -96,6 +96,13 @@ def test_bad_folders_get_clear_errors(tmp_path, breakage, words):
         load_splits(root, n_labeled=2, cache_dir=tmp_path / "c")
     for word in words:
         assert word in str(err.value)
+
+
+def test_a_folder_without_test_set_is_scored_by_cross_validation(tmp_path):
+    root = build_dataset(tmp_path / "ds", labeled=3, test=1, unlabeled=2)
+    __import__("shutil").rmtree(root / "test")
+    s = load_splits(root, cache_dir=tmp_path / "c")
+    assert s.cross_validated and len(s.test_y) == 0 and s.test_x.shape == (0, 3, 32, 32) and len(s.labeled_y) == 9
 
 
 def test_missing_dataset_folder(tmp_path):

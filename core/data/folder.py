@@ -6,6 +6,7 @@ become `unlabeled_hidden_y`, which only diagnostics read."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 # A CIFAR-sized dataset never needs more; anything larger is refused before it is decoded.
 MAX_IMAGE_PIXELS = 4096 * 4096
+MANIFEST = "manifest.json"  # a dataset uploaded in the app (core.datasets.library): its name and resolution
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The manifest of an uploaded dataset, None for a plain folder dataset (or a damaged manifest)."""
+    try:
+        manifest = json.loads((Path(root) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _class_folders(split_dir: Path) -> list[str]:
@@ -77,14 +88,15 @@ def _decode_all(paths: list[str], size: int, progress: ProgressFn | None, what: 
     return out
 
 
-def _labeled_files(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+def _labeled_files(split_dir: Path, names: list[str], classes: list[str]) -> tuple[list[str], list[int]]:
+    """The images of split_dir/<name>/ for each of names, labelled by their index in classes."""
     files, labels = [], []
-    for label, name in enumerate(classes):
+    for name in names:
         found = _image_files(split_dir / name)
         if not found:
             raise DataError(f"class folder {split_dir / name} holds no images; add images or remove it")
         files += found
-        labels += [label] * len(found)
+        labels += [classes.index(name)] * len(found)
     # Order by file name across classes: for train_NNNNN names that is the original index order.
     order = sorted(range(len(files)), key=lambda i: (os.path.basename(files[i]), files[i]))
     return [files[i] for i in order], [labels[i] for i in order]
@@ -105,17 +117,27 @@ def load_folder(root: Path, n_labeled: int, size: int, cache_dir: Path, progress
             f"dataset folder {root} does not exist: pass --dataset cifar10 or a folder holding "
             "labeled/<class>/ and test/<class>/"
         )
+    manifest = read_manifest(root)
+    if manifest is not None:  # uploaded in the app: kept at its own resolution, labelled there
+        size = int(manifest.get("resolution", size))
+        if not (root / "labeled").is_dir():
+            raise DataError(
+                f"dataset {manifest.get('name', root.name)!r} has no labeled image yet: label a few on the "
+                "Your images page"
+            )
     classes = _class_folders(root / "labeled")
-    test_classes = _class_folders(root / "test")
-    if test_classes != classes:
+    # Without test/, runs are scored by cross-validation over the labeled images (core.runs.crossval).
+    test_classes = _class_folders(root / "test") if (root / "test").is_dir() else []
+    # An uploaded dataset may have a test set of some classes only; a plain folder names the same classes twice.
+    if test_classes and (set(test_classes) - set(classes) if manifest is not None else test_classes != classes):
         only_test = sorted(set(test_classes) - set(classes))
         only_labeled = sorted(set(classes) - set(test_classes))
         raise DataError(
             f"the class folders of {root / 'labeled'} and {root / 'test'} differ (only in test: "
             f"{only_test or 'none'}; only in labeled: {only_labeled or 'none'}); give both the same classes"
         )
-    labeled_files, labeled_y = _labeled_files(root / "labeled", classes)
-    test_files, test_y = _labeled_files(root / "test", classes)
+    labeled_files, labeled_y = _labeled_files(root / "labeled", classes, classes)
+    test_files, test_y = _labeled_files(root / "test", test_classes, classes)
     unlabeled_dir = root / "unlabeled"
     unlabeled_files = _image_files(unlabeled_dir) if unlabeled_dir.is_dir() else []
     n_labeled = n_labeled or len(labeled_files)
@@ -148,6 +170,7 @@ def load_folder(root: Path, n_labeled: int, size: int, cache_dir: Path, progress
         classes=tuple(classes),
         source=str(root),
         fingerprint=f"folder-{key}-{n}",
+        name=str(manifest.get("name", root.name)) if manifest is not None else root.name,
     )
 
 

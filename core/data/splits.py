@@ -42,6 +42,23 @@ class Splits:
     # Ground truth of the unlabeled images, for diagnostics only (pseudo-label accuracy); None when
     # unknown. Training code receives `unlabeled_x` alone.
     unlabeled_hidden_y: torch.Tensor | None = None
+    # The unlabeled pool's own fingerprint where it differs from the split's (a cross-validation fold's pool is
+    # its dataset's): frozen features of the pool are cached under it.
+    pool_fingerprint: str = ""
+    name: str = ""  # as the pages show it: "cifar10", a folder's name, an uploaded dataset's own name
+
+    @property
+    def label(self) -> str:
+        return self.name or ("cifar10" if self.source == "cifar10" else Path(self.source).name)
+
+    @property
+    def unlabeled_fingerprint(self) -> str:
+        return self.pool_fingerprint or self.fingerprint
+
+    @property
+    def cross_validated(self) -> bool:
+        """No test set: a run's score is a k-fold cross-validation over the labeled images (core.runs.crossval)."""
+        return len(self.test_y) == 0
 
     @property
     def image_size(self) -> int:

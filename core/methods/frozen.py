@@ -10,7 +10,8 @@ Used by the transfer method with finetune="head" and by self-training and label 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -129,18 +130,50 @@ def feature_cache(
     should_stop: StopFn | None = None,
 ) -> FeatureFn:
     """features(images, what, *key): the frozen backbone's features of images, cached on disk under
-    the backbone, weights, resolution, normalisation, flip averaging, dataset and `key`."""
+    the backbone, weights, resolution, normalisation, flip averaging, dataset and `key`. The unlabeled pool
+    is keyed by its own fingerprint (a cross-validation fold shares its dataset's pool); inside
+    `shared_features`, the labeled and test images are looked up by content instead."""
 
     def features(images: torch.Tensor, what: str, *key: object) -> torch.Tensor:
-        def compute() -> torch.Tensor:
+        def compute(chosen: torch.Tensor = images) -> torch.Tensor:
             return extract(
-                model, images, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features,
+                model, chosen, device=device, bf16=bf16, progress=progress, what=what, flip=cfg.flip_features,
                 should_stop=should_stop,
             )  # fmt: skip
 
-        return cached_features(cache_dir, feature_key(cfg, splits.fingerprint, *key), compute)[0]
+        pool = bool(key) and key[0] == "unlabeled"
+        if _MEMO is not None and not pool:
+            return _memoized(images, compute, (feature_key(cfg, "by content"), cfg.seed))
+        fingerprint = splits.unlabeled_fingerprint if pool else splits.fingerprint
+        return cached_features(cache_dir, feature_key(cfg, fingerprint, *key), compute)[0]
 
     return features
+
+
+# Image digest -> feature row, while `shared_features` is on: the folds of a cross-validation pass each labeled
+# image through the backbone once, not once per fold (core.runs.crossval).
+_MEMO: dict[tuple, torch.Tensor] | None = None
+
+
+@contextmanager
+def shared_features() -> Iterator[None]:
+    global _MEMO
+    _MEMO = {}
+    try:
+        yield
+    finally:
+        _MEMO = None
+
+
+def _memoized(images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], base: tuple) -> torch.Tensor:
+    keys = [(*base, hashlib.sha1(img.numpy().tobytes()).digest()) for img in images.contiguous()]
+    missing = [i for i, k in enumerate(keys) if k not in _MEMO]
+    if missing:
+        for i, row in zip(missing, compute(images[missing]), strict=True):
+            _MEMO[keys[i]] = row
+    if not keys:
+        return compute(images)
+    return torch.stack([_MEMO[k] for k in keys])
 
 
 def feature_key(cfg: TrainConfig, fingerprint: str, *key: object) -> str:

@@ -25,7 +25,7 @@ from core.models import REGISTRY, list_models
 BUILTIN: tuple[Method, ...] = (Scratch(), Transfer(), SelfTrain(), LabelSpread(), FixMatch(), SpreadTune())
 METHODS: dict[str, Method] = {}
 # Fields every method reads, whatever it declares.
-ALWAYS = ("n_labeled", "seed", "device", "precision", "eval_subset")
+ALWAYS = ("n_labeled", "seed", "device", "precision", "eval_subset", "cv_folds")
 
 
 def register(method: Method) -> Method:

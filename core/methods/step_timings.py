@@ -220,7 +220,8 @@ class MeasuredTiming:
             key = ("test",)
         else:
             key = unlabeled_key(unlabeled_subset(s, cfg.n_unlabeled))
-        path = feature_path(self.cache_dir, feature_key(cfg, s.fingerprint, *key))
+        fingerprint = s.unlabeled_fingerprint if what == "unlabeled" else s.fingerprint
+        path = feature_path(self.cache_dir, feature_key(cfg, fingerprint, *key))
         return path is not None and path.exists()
 
 

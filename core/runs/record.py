@@ -45,6 +45,13 @@ class Metrics:
     confusion: list[list[int]] = field(default_factory=list)
     wrong_indices: list[int] = field(default_factory=list)  # the first 200 test images it got wrong
     wrong_pred: list[int] = field(default_factory=list)
+    # Each fold's accuracy when the run was cross-validated (no test set: core.runs.crossval); test_acc is their
+    # mean, and wrong_indices then index the labeled images.
+    cv_accuracies: list[float] = field(default_factory=list)
+
+    @property
+    def cross_validated(self) -> bool:
+        return bool(self.cv_accuracies)
 
     def with_test(self, test: dict[str, Any]) -> Metrics:
         """These metrics with the test side replaced by `test`: core.engine.predict.metrics of the test set

@@ -37,6 +37,7 @@ def dataset_info(splits: Splits) -> dict[str, object]:
         "labeled": len(splits.labeled_y),
         "unlabeled": len(splits.unlabeled_x),
         "test": len(splits.test_y),
+        "name": splits.label,
     }
 
 
@@ -66,6 +67,11 @@ def fit(
     """Runs one config to the end (or stop, or divergence) and returns its run record.
     keep_weights receives (state_dict, kind) of what the run keeps beside its record (core.methods.base.finish)."""
     cfg = validate(cfg)
+    if splits.cross_validated:  # no test set: scored by k-fold cross-validation over the labeled images
+        from core.runs.crossval import cross_validate
+
+        return cross_validate(cfg, splits, fit, should_stop=should_stop, cache_dir=cache_dir, progress=progress,
+                              run_id=run_id, keep_weights=keep_weights, folds=cfg.cv_folds)  # fmt: skip
     method = get_method(cfg.method)
     if method.needs_unlabeled and len(splits.unlabeled_x) == 0:
         raise ValueError(f"method={cfg.method} needs unlabeled images, and this dataset has none")
