@@ -15,6 +15,7 @@ you = sign_in()  # in class mode: the sign-in form until this browser tab knows 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data and augmentations", icon=":material/photo_library:"),
+    st.Page("pages/images.py", title="Your images", icon=":material/add_photo_alternate:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/bar_chart:"),
     st.Page("pages/why.py", title="Why it works", icon=":material/hub:"),

@@ -20,7 +20,7 @@ from core.models import ModelError
 from core.runs.record import RunRecord
 from core.runs.store import RunStore, StoreError, default_runs_dir
 from core.settings import SettingsError
-from core.views.tables import runs_frame, to_markdown
+from core.views.tables import runs_frame, score_text, to_markdown
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -115,6 +115,8 @@ def summary(record: RunRecord) -> dict[str, Any]:
         "train_acc": m.train_acc,
         "test_acc": m.test_acc,
         "test_images": m.test_images or record.dataset.get("test"),
+        "dataset": record.dataset.get("name", ""),
+        "cv_accuracies": m.cv_accuracies,  # non-empty: test_acc is their mean (no test set)
         "unit": record.unit,
         record.unit + "s": len(record.history),
         "seconds": round(record.timings.get("total_s", 0.0), 2),
@@ -159,15 +161,13 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{test}  lr {row['lr']:.2e}  {row['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
 
     store = RunStore(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
-    owner = actor(args).name
-    record = execute(cfg, splits, store, on_row=on_row, cache_dir=cache, progress=progress, owner=owner)
+    record = execute(cfg, splits, store, on_row=on_row, cache_dir=cache, progress=progress, owner=actor(args).name)
     out = summary(record)
     if args.json:
         print(json.dumps(out))
     else:
-        train, test = out["train_acc"] or 0, out["test_acc"] or 0
-        print(f"\n{record.status}: {record.run_id}  train {train:.1%}  test {test:.1%} "
-              f"({out['test_images']} images)  {out['seconds']}s")  # fmt: skip
+        scored = f"train {out['train_acc'] or 0:.1%}  {score_text(record)}"
+        print(f"\n{record.status}: {record.run_id}  {scored}  {out['seconds']}s")
     if record.status in ("diverged", "failed"):
         print(f"error: {record.message}", file=sys.stderr)
         return 1

@@ -8,8 +8,8 @@ from core.classroom.lesson import pinned
 from core.views.board import board, board_export, pooled_runs, recipe_key, recipe_label
 from core.views.charts import accuracy_bars
 from core.views.tables import to_markdown
-from ui.common import class_seeds, framed, percent_columns, registry, store, try_splits
-from ui.identity import class_mode, me, roster
+from ui.common import class_seeds, framed, percent_columns, queue_job, store, try_splits
+from ui.identity import class_mode, roster
 
 framed("pages/board.py")
 st.title("Class board")
@@ -34,7 +34,7 @@ if lesson:
             try:
                 seed = class_seeds(p.cfg, splits, 1)[0] if class_mode() else None
                 cfg = p.cfg.with_(seed=seed) if seed is not None else p.cfg
-                registry().submit(cfg, by=me())
+                queue_job(cfg)
                 st.toast(f"Queued {p.label} with seed {cfg.seed}: follow it on the Train page")
             except PermissionDenied as err:
                 st.error(str(err))

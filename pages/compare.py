@@ -19,7 +19,8 @@ from core.views.charts import (
     semi_frame,
 )
 from core.views.tables import results_table, runs_frame, to_markdown
-from ui.common import framed, get_splits, percent_columns, pixelated_images, plain, settings, shown_config, store
+from ui.common import framed, get_splits, percent_columns, pixelated_images, plain, shown_config, store
+from ui.datasets import active_source, active_stamp
 from ui.identity import class_mode, me
 from ui.jobs_view import offer_evaluation
 
@@ -53,11 +54,14 @@ if not runs:
 
 offer_evaluation(runs)
 frame = runs_frame(runs)
-f1, f2, f3 = st.columns(3)
+f0, f1, f2, f3 = st.columns(4)
+datasets = f0.multiselect("Dataset", sorted(frame["dataset"].unique()), key="f_dataset")
 methods = f1.multiselect("Method", sorted(frame["method"].unique()), key="f_method")
 statuses = f2.multiselect("Status", sorted(frame["status"].unique()), key="f_status")
 text = f3.text_input("Search (model, preset, augmentation)", key="f_text")
 view = frame
+if datasets:
+    view = view[view["dataset"].isin(datasets)]
 if methods:
     view = view[view["method"].isin(methods)]
 if statuses:
@@ -73,7 +77,7 @@ by_id = {r.run_id: r for r in runs}
 default = [i for i in view["run_id"] if by_id[i].status == "finished"][:8]
 # Keyed by the filters: when they change, the selection starts again from the filtered runs (a kept key would
 # hold on to the runs of the filters before).
-filters = f"{sorted(methods)}|{sorted(statuses)}|{text}"
+filters = f"{sorted(datasets)}|{sorted(methods)}|{sorted(statuses)}|{text}"
 chosen = st.multiselect("Runs to compare", list(view["run_id"]), default=default,
                         key=f"chosen_{hashlib.sha1(filters.encode()).hexdigest()[:8]}")  # fmt: skip
 selected = [by_id[i] for i in chosen]
@@ -92,6 +96,12 @@ semi_rows = semi_frame(selected)
 if not semi_rows.empty:
     st.subheader("Pseudo-labels per round")
     st.altair_chart(semi_diagnostics(semi_rows), width="content")
+
+if any(r.metrics.cross_validated for r in selected):
+    st.info(
+        "Runs on a dataset without a test set are scored by **k-fold cross-validation** over its labeled "
+        "images: their accuracy is the folds' mean; the results table gives the spread over the folds."
+    )
 
 st.subheader("Test accuracy per configuration (mean ± std over seeds)")
 acc = accuracy_frame(selected)
@@ -138,19 +148,20 @@ if m.confusion:
         st.altair_chart(per_class_bars(m.per_class_acc, classes), width="content")
     wrong = m.wrong_indices[:24]
     try:
-        splits = get_splits(settings().dataset)
+        splits = get_splits(active_source(), None, active_stamp())
     except DataError:
         splits = None
     if wrong and splits is not None and same_test_set(run, splits.fingerprint):
-        st.markdown("**Test images it got wrong** (true → predicted)")
+        # A cross-validated run's mistakes are labeled images, each predicted by the fold that held it out.
+        images, truths = (splits.labeled_x, splits.labeled_y) if m.cross_validated else (splits.test_x, splits.test_y)
+        st.markdown(f"**{'Labeled images (out of fold)' if m.cross_validated else 'Test images'} it got wrong** "
+                    "(true → predicted)")  # fmt: skip
         pixelated_images()
         cols = st.columns(8)  # 96 px tiles: readable on a projector, and "automobile" fits on one line
         for n, (i, p) in enumerate(zip(wrong, m.wrong_pred, strict=False)):
-            cols[n % 8].image(
-                splits.test_x[i].permute(1, 2, 0).numpy(),
-                width=96,
-                caption=f"{classes[int(splits.test_y[i])]} → {classes[p]}",
-            )
+            if i < len(truths):
+                cols[n % 8].image(images[i].permute(1, 2, 0).numpy(), width=96,
+                                  caption=f"{classes[int(truths[i])]} → {classes[p]}")  # fmt: skip
     elif wrong:
         st.caption("The run was made on another dataset than the one loaded: its test images are not shown.")
 else:

@@ -71,6 +71,8 @@ if splits is not None:
         st.write(device_label())
         st.subheader("Where next")
         st.page_link("pages/data.py", label="Preview augmentations side by side", icon=":material/photo_library:")
+        st.page_link("pages/images.py", label="Your images: upload, label a few, train on them",
+                     icon=":material/add_photo_alternate:")  # fmt: skip
         st.page_link(
             "pages/train.py",
             label="Train a model (scratch, transfer, semi-supervised)",

@@ -4,12 +4,12 @@
 import streamlit as st
 
 from core.access import PermissionDenied
+from core.data.splits import CIFAR10_CLASSES
 from core.methods.step_timings import EstimateUnavailable, estimate_seconds
 from core.views.charts import notebook_chart
 from core.views.featuremap import pretrained_backbone
 from core.views.notebook import SEEDS, STEPS, experiments, missing_seeds, results
-from ui.common import config_caption, framed, plain, registry, settings, store, try_splits
-from ui.identity import me
+from ui.common import config_caption, framed, plain, queue_job, registry, settings, store, try_splits
 
 framed("pages/notebook.py")
 st.title("The notebook, replayed")
@@ -20,6 +20,10 @@ st.markdown(
 splits = try_splits()
 if splits is None:
     st.stop()
+if splits.source != "cifar10" and splits.classes != CIFAR10_CLASSES:
+    st.warning(f"This page is about **CIFAR-10**, the notebook's dataset; the dataset in use is *{splits.label}*. "
+               "Its experiments run on it all the same, but the notebook's numbers beside them are CIFAR-10's. "
+               "Choose CIFAR-10 in the sidebar to replay the notebook itself.")  # fmt: skip
 
 local = pretrained_backbone()
 choices = {"resnet18|imagenet": "ResNet-18, torchvision's ImageNet weights (downloaded, as in the notebook)"}
@@ -50,7 +54,7 @@ def queue(todo: dict[str, list[int]]) -> bool:
     try:
         for key, seeds in todo.items():
             for seed in seeds:
-                registry().submit(configs[key].with_(seed=seed), by=me())
+                queue_job(configs[key].with_(seed=seed))
                 done += 1
         st.toast(f"Queued {done} run(s): the Train page shows their progress")
         return True

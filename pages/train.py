@@ -12,9 +12,9 @@ from core.methods.registry import METHODS, default_preset, list_presets, preset,
 from core.methods.step_timings import kept_network_bytes
 from core.models import REGISTRY, list_models, list_weight_files
 from core.runs.multiseed import stacks_here
-from ui.common import class_seeds, framed, plain, registry, settings, store, try_splits
+from ui.common import class_seeds, framed, plain, queue_job, settings, store, try_splits
 from ui.estimate import show_estimate
-from ui.identity import class_mode, me
+from ui.identity import class_mode
 from ui.jobs_view import show_class_jobs, show_jobs, show_refusal
 from ui.widgets import field_inputs
 
@@ -91,10 +91,15 @@ with st.expander("Data and augmentation", expanded=True):
             cols[0].text_input("Custom pipeline", custom, key=f"augc_{k}") if aug_choice == "custom" else aug_choice
         )
     field_inputs(["n_labeled"], base, values, key=k, columns=1, caps={"n_labeled": len(splits.labeled_y)})
+    if splits.cross_validated:  # no test set: scored over folds of the labeled images (core.runs.crossval)
+        st.caption(f"*{splits.label}* has no test set: each run is scored by cross-validation over its "
+                   f"{len(splits.labeled_y)} labeled images, and trains once per fold and once more for the model "
+                   "it keeps.")  # fmt: skip
+        field_inputs(["cv_folds"], base, values, key=k, columns=1)
 with st.expander("Optimisation", expanded=True):
     field_inputs([f for f in OPTIMISATION if f in fields], base, values, key=k)
 specific = [f for f in fields if f not in values and f not in OPTIMISATION and f not in ("seed", "eval_every")]
-specific = [f for f in specific if f not in ("device", "precision", "eval_subset")]
+specific = [f for f in specific if f not in ("device", "precision", "eval_subset", "cv_folds")]
 current = base.with_(**{f: v for f, v in values.items() if f in FIELD_SPECS})
 if [f for f in specific if FIELD_SPECS[f].choices or is_used(f, current)]:  # no empty section
     with st.expander(f"{method} settings", expanded=True):
@@ -124,8 +129,9 @@ else:
     saved = store().find(cfg, splits.fingerprint)  # the cached result: shown, not recomputed
     if saved:
         m = saved.metrics
+        scored = "cross-validated accuracy" if m.cross_validated else "test accuracy"
         st.success(
-            f"This exact config (seed included) was already run: **test accuracy {m.test_acc:.1%}**, "
+            f"This exact config (seed included) was already run: **{scored} {m.test_acc or 0:.1%}**, "
             f"train {m.train_acc:.1%}, {saved.timings.get('total_s', 0):.0f} s (run `{saved.run_id}`). "
             "See it on the Compare page, or run it again with another seed."
         )
@@ -150,7 +156,7 @@ if st.button(label, type="primary", disabled=cfg is None, icon=":material/play_a
     queued = 0
     try:
         for seed in seeds:
-            registry().submit(cfg.with_(seed=seed), by=me())
+            queue_job(cfg.with_(seed=seed))
             queued += 1
         st.toast(f"Queued {queued} run(s)")
     except PermissionDenied as err:

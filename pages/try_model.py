@@ -33,11 +33,14 @@ def loaded(run_id: str, mtime_ns: int, n_classes: int):
 
 
 chosen = st.multiselect("Runs", list(usable), default=list(usable)[:3], format_func=describe, key="try_runs")
-source = st.radio("Image", ["A test image", "Upload a PNG or JPEG"], horizontal=True, key="try_source")
+# A dataset without a test set (scored by cross-validation) offers its labeled images instead.
+pool, pool_y, kind = (splits.test_x, splits.test_y, "test") if len(splits.test_y) else (
+    splits.labeled_x, splits.labeled_y, "labeled")  # fmt: skip
+source = st.radio("Image", [f"A {kind} image", "Upload a PNG or JPEG"], horizontal=True, key="try_source")
 image, truth = None, None
-if source == "A test image":
-    index = st.number_input("Test image number", 0, len(splits.test_y) - 1, 0, key="try_index")
-    image, truth = splits.test_x[int(index)], splits.classes[int(splits.test_y[int(index)])]
+if source != "Upload a PNG or JPEG":
+    index = st.number_input(f"{kind.capitalize()} image number", 0, len(pool_y) - 1, 0, key="try_index")
+    image, truth = pool[int(index)], splits.classes[int(pool_y[int(index)])]
 else:
     upload = st.file_uploader(f"Your image (at most {MAX_UPLOAD_BYTES >> 20} MB; read in memory, never saved)",
                               type=["png", "jpg", "jpeg"], key="try_upload")  # fmt: skip

@@ -51,7 +51,11 @@ with tab_map:
         "region: then 100 labels are enough to tell the regions apart. A random network's features mix them."
     )
     c = st.columns(4)
-    source = c[0].radio("Images", ["test", "unlabeled"], horizontal=True, key="map_source")
+    sources = [name for name, n in (("test", len(splits.test_y)), ("unlabeled", len(splits.unlabeled_x))) if n]
+    if not sources:
+        st.info("This dataset has neither test nor unlabeled images to map: bring some on the Your images page.")
+        st.stop()
+    source = c[0].radio("Images", sources, horizontal=True, key="map_source")
     n = c[1].select_slider("Points", [250, 500, 1000, 2000], value=1000, key="map_n")
     res = c[2].select_slider("Resolution (px)", [32, 64, 96, 128], value=96, key="map_res",
                              help="Higher: better ImageNet features, slower (cost ~ resolution²).")  # fmt: skip
@@ -91,7 +95,9 @@ with tab_spread:
     c = st.columns([2, 1])
     n_spread = c[1].select_slider("Unlabeled points", [250, 500, 1000, 2000], value=1000, key="spread_n")
     step = c[0].select_slider("Spreading iterations", list(REPLAY_STEPS), value=0, key="spread_step")
-    if st.toggle("Replay label spreading", key="spread_on"):
+    if not len(splits.unlabeled_x):
+        st.info("Spreading needs unlabeled images, and this dataset has none.")
+    elif st.toggle("Replay label spreading", key="spread_on"):
         pre = pretrained_backbone(st.session_state.get("map_res", 96))  # the Feature map tab's map of unlabeled images
         replay_req = ViewRequest.of(pre, "replay", "unlabeled", n_spread)
         map_result, replay_result = show_views([replay_req.map_request(), replay_req], splits, key="spread",

@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.access import Actor
-from core.access import PermissionDenied
+from core.access import Actor, PermissionDenied
 from core.data.load import load_splits
 from core.data.splits import DataError
 from core.datasets.images import square_pixels
@@ -126,7 +125,9 @@ def test_frozen_methods_pass_each_labeled_image_through_the_backbone_once(tmp_pa
 
     seen = []
     real = frozen.extract
-    monkeypatch.setattr(frozen, "extract", lambda model, images, **kw: seen.append(len(images)) or real(model, images, **kw))
+    monkeypatch.setattr(
+        frozen, "extract", lambda model, images, **kw: seen.append(len(images)) or real(model, images, **kw)
+    )
     cfg = preset("labelspread", "recommended", arch=TINY, weights=checkpoint, resolution=32, device="cpu",
                  n_labeled=12, knn=3, per_class=2, rounds=1, flip_features=False, augment="none")  # fmt: skip
     record = fit(cfg, splits, cache_dir=tmp_path / "cache")
@@ -173,8 +174,12 @@ def test_a_flat_zip_is_labelled_in_the_app_with_undo_then_trains(tmp_path, check
 
 def test_a_test_set_is_used_when_there_is_one_and_a_leak_is_named(tmp_path):
     same = photo((200, 30, 30), (40, 40), "RGB", "PNG", 7)
-    members = {f"labeled/{c}/{j}.png": photo(v, (40, 40), "RGB", "PNG", j) for c, v in COLOURS.items() for j in range(3)}
-    members |= {f"test/{c}/t{j}.png": photo(v, (40, 40), "RGB", "PNG", 50 + j) for c, v in COLOURS.items() for j in range(2)}
+    members = {
+        f"labeled/{c}/{j}.png": photo(v, (40, 40), "RGB", "PNG", j) for c, v in COLOURS.items() for j in range(3)
+    }
+    members |= {
+        f"test/{c}/t{j}.png": photo(v, (40, 40), "RGB", "PNG", 50 + j) for c, v in COLOURS.items() for j in range(2)
+    }
     members |= {"labeled/red/dup.png": same, "test/red/dup.png": same}
     info = DatasetLibrary(tmp_path / "d").create(read_zip(make_zip(members), 64), "With test", ANA)
     assert info.n_test == 7 and info.resolution == 64
@@ -221,8 +226,11 @@ def truncated() -> bytes:
         (traversal("/etc/evil.png"), Limits(), ["absolute path"]),
         (class_folders(per_class=2, unlabeled=0), Limits(files=3), ["more than the 3 allowed"]),
         (truncated(), Limits(), ["no image this app can read", "corrupt or truncated", "y.txt: not an image"]),
-        (make_zip({"a/x.png": photo((9, 9, 9), (300, 300), "RGB", "PNG", 0)}), Limits(member_bytes=1000),
-         ["no image", "more than the 1 KB allowed per file"]),
+        (
+            make_zip({"a/x.png": photo((9, 9, 9), (300, 300), "RGB", "PNG", 0)}),
+            Limits(member_bytes=1000),
+            ["no image", "more than the 1 KB allowed per file"],
+        ),
     ],
     ids=["not-a-zip", "zip-bomb", "dot-dot", "absolute", "too-many-files", "truncated", "too-many-bytes"],
 )

@@ -40,18 +40,30 @@ def settings() -> Settings:
         st.stop()
 
 
-@st.cache_resource(show_spinner="Loading the dataset (decoded once, then cached on disk)...")
-def get_splits(source: str, n_labeled: int | None = None) -> Splits:
+@st.cache_resource(show_spinner="Loading the dataset (decoded once, then cached on disk)...", max_entries=8)
+def get_splits(source: str, n_labeled: int | None = None, stamp: str = "") -> Splits:
+    """stamp: an uploaded dataset's fingerprint, which its labels change (the cache then loads it again)."""
     return load_splits(source, n_labeled=n_labeled, cache_dir=settings().cache_dir, download=False)
 
 
 def try_splits(n_labeled: int | None = None) -> Splits | None:
-    """The dataset in use, or None after showing why it could not be loaded and how to fix it."""
+    """The dataset this tab works on (ui.datasets), or None after showing why it could not be loaded and how to
+    fix it."""
+    from ui.datasets import active_source, active_stamp  # ui.datasets imports this module
+
     try:
-        return get_splits(settings().dataset, n_labeled)
+        return get_splits(active_source(), n_labeled, active_stamp())
     except DataError as err:
         st.error(f"**The dataset could not be loaded.** {plain(err)}")
         return None
+
+
+def queue_job(cfg: TrainConfig, **kw):
+    """Queues a job of this person's on the dataset this tab works on (core checks both)."""
+    from ui.datasets import active_source
+    from ui.identity import me
+
+    return registry().submit(cfg, by=me(), dataset=active_source(), **kw)
 
 
 @st.cache_resource
@@ -79,7 +91,7 @@ def server_paths() -> list[Path]:
     """Every folder of the server a page might name: its settings' folders, the checkout, the interpreter,
     the home and temporary folders."""
     s = settings()
-    folders = [s.runs_dir, s.data_dir, s.cache_dir, s.weights_dir, s.launcher_dir, Path(s.dataset)]
+    folders = [s.runs_dir, s.data_dir, s.cache_dir, s.weights_dir, s.launcher_dir, s.datasets_dir, Path(s.dataset)]
     folders += [Path(__file__).resolve().parents[1], Path(sys.prefix), Path.home(), Path(tempfile.gettempdir())]
     return [f for f in folders if str(f) not in ("", ".", "cifar10")]
 
@@ -92,13 +104,14 @@ def plain(text: str) -> str:
 
 
 def show_sidebar() -> None:
+    from ui.datasets import show_picker
     from ui.identity import class_mode, show_identity
 
     s = settings()
     with st.sidebar:
         show_identity()
-        dataset = Path(s.dataset).name if class_mode() else s.dataset
-        st.markdown(f"**Dataset**: `{dataset}` · **Device**: {device_label()}")
+        show_picker()
+        st.markdown(f"**Device**: {device_label()}")
         if not class_mode():  # a class sees no server folder; the teacher's page shows the rest
             with st.expander("Settings in effect"):
                 st.dataframe(s.rows(), hide_index=True,

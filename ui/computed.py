@@ -14,7 +14,7 @@ from core.data.splits import Splits
 from core.jobs.queue import JobInfo
 from core.methods.step_timings import known_per_image
 from core.views.computed import ViewRequest, compute_seconds, read_file, result_path
-from ui.common import plain, registry, settings
+from ui.common import plain, queue_job, registry, settings
 from ui.identity import me
 from ui.jobs_view import stop
 
@@ -61,7 +61,7 @@ def show_views(requests: list[ViewRequest], splits: Splits, *, key: str, what: s
                  "shown at once, to everyone."):  # fmt: skip
         replays = {r.map_request() for r in missing if r.what == "replay"}
         for r in [r for r in missing if r not in replays]:  # a replay's job draws its map too
-            registry().submit(r.config(), kind="view", request=r.to_dict(), by=me())
+            queue_job(r.config(), kind="view", request=r.to_dict())
         st.rerun()
     return results
 

@@ -9,8 +9,7 @@ import streamlit as st
 from core.config import TrainConfig
 from core.data.splits import Splits
 from core.methods.step_timings import EstimateUnavailable, estimate_seconds
-from ui.common import registry, settings
-from ui.identity import me
+from ui.common import queue_job, registry, settings
 
 
 def show_estimate(cfg: TrainConfig, splits: Splits) -> None:
@@ -38,7 +37,7 @@ def _measuring(cfg: TrainConfig) -> None:
         st.caption(f"No estimate: measuring its step times {last.state} ({last.message})")
         return  # not again and again: a new config, or a reload, asks once more
     if not pending:
-        pending = [reg.submit(cfg, kind="timing", by=me())]
+        pending = [queue_job(cfg, kind="timing")]
     _follow(pending[0].job_id)
 
 

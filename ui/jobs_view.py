@@ -5,7 +5,7 @@ one's place in the fair queue."""
 
 from __future__ import annotations
 
-from statistics import median
+from statistics import median, stdev
 
 import streamlit as st
 
@@ -83,10 +83,13 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
     if record is not None and record.metrics.test_acc is not None:
         m = record.metrics
         check = " (the last check before Stop: evaluate it in full from the Compare page)" if m.partial else ""
-        st.markdown(
-            f"Test accuracy **{m.test_acc:.1%}** on {m.test_images or n_test:,} images{check}, "
-            f"train {m.train_acc:.1%} · saved as `{job.run_id}`"
-        )
+        if m.cross_validated:
+            folds = m.cv_accuracies
+            spread = stdev(folds) if len(folds) > 1 else 0.0
+            scored = f"Cross-validated accuracy **{m.test_acc:.1%} ± {spread:.1%}** over {len(folds)} folds"
+        else:
+            scored = f"Test accuracy **{m.test_acc:.1%}** on {m.test_images or n_test:,} images{check}"
+        st.markdown(f"{scored}, train {m.train_acc:.1%} · saved as `{job.run_id}`")
     if job.message:
         (st.error if job.state in ("failed", "diverged", "interrupted") else st.info)(plain(job.message))
 

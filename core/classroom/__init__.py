@@ -5,6 +5,6 @@
 - `lesson`: the recipes a teacher pinned for everyone to run, and the seeds the class has taken of each
 - `teacher`: what only a teacher does: remove a student with their runs, clear the class
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config, core.engine,
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config, core.engine,
 core.methods, core.runs, core.views, core.jobs.
 """

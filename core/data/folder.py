@@ -141,6 +141,8 @@ def load_folder(root: Path, n_labeled: int, size: int, cache_dir: Path, progress
     unlabeled_dir = root / "unlabeled"
     unlabeled_files = _image_files(unlabeled_dir) if unlabeled_dir.is_dir() else []
     n_labeled = n_labeled or len(labeled_files)
+    if manifest is not None:  # labelled in the app: every labeled image, whatever a config's default says
+        n_labeled = len(labeled_files)
     if n_labeled > len(labeled_files):
         raise DataError(
             f"n_labeled={n_labeled} is larger than the {len(labeled_files)} images in {root / 'labeled'}; lower it"

@@ -7,5 +7,5 @@
 - `cudagraph`: on a GPU, one step recorded as a CUDA graph and replayed
 - `stacked`: per-seed RNG states and BatchNorm in plain operations, for seeds stacked under vmap
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config.
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config.
 """

@@ -7,6 +7,6 @@
 - `ray_tasks`: jobs as Ray tasks on a cluster
 - `progress`: a job's progress bar, text and ETA
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config, core.engine,
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config, core.engine,
 core.methods, core.runs, core.views.
 """

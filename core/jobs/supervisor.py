@@ -23,6 +23,7 @@ from typing import Any
 from core import settings
 from core.access import Actor
 from core.config import TrainConfig
+from core.datasets.library import DatasetLibrary
 from core.jobs import launcher
 from core.jobs.launcher import pid_alive
 from core.jobs.queue import JobInfo, JobQueue, default_queue_path
@@ -71,10 +72,13 @@ class Supervisor:
 
     def submit(
         self, cfg: TrainConfig, *, by: Actor, kind: str = "train", run_id: str | None = None,
-        request: dict | None = None,
+        request: dict | None = None, dataset: str | None = None,
     ) -> JobInfo:  # fmt: skip
-        """Queues a job owned by `by`; PermissionDenied past the class's limit of waiting jobs."""
-        job_id = self.queue.submit(cfg, self.dataset, by=by, kind=kind, run_id=run_id, request=request)
+        """Queues a job owned by `by` on `dataset` (default: the server's); PermissionDenied past the class's limit
+        of waiting jobs, or for a dataset brought by someone else and not shared (core.datasets.library)."""
+        dataset = dataset or self.dataset
+        uploaded_dataset(dataset, by)
+        job_id = self.queue.submit(cfg, dataset, by=by, kind=kind, run_id=run_id, request=request)
         if not self._closed.is_set():
             self.tick()
         return self.queue.get(job_id)
@@ -82,7 +86,9 @@ class Supervisor:
     def evaluate(self, run_id: str, *, by: Actor) -> JobInfo:
         """Queues the full test pass of a saved run (core.runs.evaluate), like any other job; only for the run's
         owner or a teacher (PermissionDenied). The worker checks again."""
-        return self.submit(self.store.check(run_id, by, "evaluate").config, by=by, kind="evaluate", run_id=run_id)
+        record = self.store.check(run_id, by, "evaluate")
+        return self.submit(record.config, by=by, kind="evaluate", run_id=run_id,
+                           dataset=str(record.dataset.get("source") or self.dataset))  # fmt: skip
 
     def jobs(self, limit: int = 50) -> list[JobInfo]:
         return self.queue.jobs(limit=limit)
@@ -236,3 +242,12 @@ class Supervisor:
         from core.jobs.ray_tasks import submit
 
         self._refs[job.job_id] = submit(job, self.queue.path, self.threads_per_job(), self.cache_dir)
+
+
+def uploaded_dataset(dataset: str, by: Actor) -> None:
+    """A dataset of the datasets folder is used only by whoever may (its owner, the class once shared, a teacher):
+    raises PermissionDenied otherwise. Any other dataset is the server's own, set by whoever started it."""
+    root = settings.current().datasets_dir
+    path = Path(dataset)
+    if dataset != "cifar10" and path.parent.resolve() == root.resolve():
+        DatasetLibrary(root).get(path.name, by)

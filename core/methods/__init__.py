@@ -7,5 +7,5 @@
   (the kNN graph of whitened features and label spreading), `step_timings` (time estimates from measured steps)
 - one file per method: `scratch`, `transfer`, `selftrain`, `labelspread`, `fixmatch`, `spreadtune`
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config, core.engine.
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config, core.engine.
 """

@@ -228,9 +228,16 @@ class MeasuredTiming:
 def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None, busy: bool = False) -> float:
     """Estimated wall time of a run of cfg on splits, in seconds (data loading excluded). busy: a run
     is training now, so an unknown step time raises EstimateUnavailable instead of being measured."""
-    sizes = DataSizes(len(splits.labeled_y), len(splits.test_y), len(splits.unlabeled_x), len(splits.classes))
     timing = MeasuredTiming(cfg, splits, cache_dir, busy)
-    return timing.startup(cfg) + get_method(cfg.method).estimate(cfg, sizes, timing)
+    method, n, classes = get_method(cfg.method), len(splits.labeled_y), len(splits.classes)
+    if splits.cross_validated:  # a fit per fold, and one on every labeled image (core.runs.crossval)
+        folds = max(2, min(cfg.cv_folds, n))
+        fold = DataSizes(n - n // folds, n // folds, len(splits.unlabeled_x), classes)
+        whole = DataSizes(n, n, len(splits.unlabeled_x), classes)
+        return (folds + 1) * timing.startup(cfg) + folds * method.estimate(cfg, fold, timing) + method.estimate(
+            cfg, whole, timing)  # fmt: skip
+    sizes = DataSizes(n, len(splits.test_y), len(splits.unlabeled_x), classes)
+    return timing.startup(cfg) + method.estimate(cfg, sizes, timing)
 
 
 def measure(cfg: TrainConfig, splits: Splits, cache_dir: Path | None) -> float:

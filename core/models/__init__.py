@@ -9,7 +9,7 @@ torchvision) or from a local state_dict file, always loaded with `weights_only=T
 One file per CIFAR network (`resnet_cifar`, `convnet_cifar`); `spectrum` holds the float64 covariance
 and eigendecomposition that the whitened stem (and the methods' whitened kNN graph) are built on.
 
-May import: core.settings, core.plugins, core.access, core.data.
+May import: core.settings, core.plugins, core.access, core.data, core.datasets.
 """
 
 from __future__ import annotations

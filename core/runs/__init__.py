@@ -7,6 +7,6 @@
 - `evaluate`: the full test pass of a saved run from its kept weights
 - `inference`: predictions of a saved run on an uploaded image
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config, core.engine,
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config, core.engine,
 core.methods.
 """

@@ -116,9 +116,10 @@ def cross_validate(
         final = None
         if all(r.status == "finished" for _, r in records):
             whole = replace(splits, test_x=splits.labeled_x, test_y=splits.labeled_y)  # scores nothing: never shown
-            final = fit(fold_cfg, whole, rows_note(len(index_sets), "the kept model, on every labeled image"),
-                        should_stop, cache_dir=cache_dir, progress=note(len(index_sets), "the kept model"),
-                        run_id=run_id, keep_weights=keep_weights)  # fmt: skip
+            last = len(index_sets)
+            final = fit(fold_cfg, whole, rows_note(last, "the kept model, on every labeled image"), should_stop,
+                        cache_dir=cache_dir, progress=note(last, "the kept model (scores nothing)"), run_id=run_id,
+                        keep_weights=keep_weights)  # fmt: skip
     return _pooled(cfg, splits, records, final, run_id)
 
 

@@ -6,6 +6,6 @@
 - `stem`: the whitened stem shown: the patch spectrum, the filters, an image through them
 - `notebook`: the practical session's steps, their experiments and its results
 
-May import: core.settings, core.plugins, core.access, core.data, core.models, core.config, core.engine,
+May import: core.settings, core.plugins, core.access, core.data, core.datasets, core.models, core.config, core.engine,
 core.methods, core.runs.
 """

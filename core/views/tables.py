@@ -3,6 +3,7 @@ and Markdown without the optional `tabulate` dependency."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import TYPE_CHECKING
 
@@ -34,13 +35,35 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
                 "test_acc": m.test_acc,
                 "seconds": round(r.timings.get("total_s", 0.0), 1),
                 "status": r.status,
+                "dataset": dataset_name(r),
+                "scored_by": scored_by(r),
                 "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
                 "config_hash": r.config_hash,
             }
         )
     columns = ["run_id", "owner", "method", "model", "preset", "augment", "epochs", "seed", "train_acc",
-               "test_acc", "seconds", "status", "date", "config_hash"]  # fmt: skip
+               "test_acc", "seconds", "status", "dataset", "scored_by", "date", "config_hash"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def dataset_name(r: RunRecord) -> str:
+    """The dataset a run was made on, by name (never its folder: a class sees no server path)."""
+    source = str(r.dataset.get("source", ""))
+    return str(r.dataset.get("name") or ("cifar10" if source == "cifar10" else source.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def score_text(r: RunRecord) -> str:
+    """A run's score in words: on how many test images, or over how many folds (no test set)."""
+    m, folds = r.metrics, r.metrics.cv_accuracies
+    if folds:
+        spread = statistics.stdev(folds) if len(folds) > 1 else 0.0
+        return f"cross-validated {m.test_acc or 0:.1%} ± {spread:.1%} ({len(folds)} folds, no test set)"
+    return f"test {m.test_acc or 0:.1%} ({m.test_images or r.dataset.get('test', 0)} images)"
+
+
+def scored_by(r: RunRecord) -> str:
+    folds = len(r.metrics.cv_accuracies)
+    return f"{folds}-fold cross-validation" if folds else "test set"
 
 
 def epochs_trained(r: RunRecord) -> int:
@@ -61,12 +84,23 @@ def results_table(runs: list[RunRecord]) -> pd.DataFrame:
     frame["key"] = [recipe_key(r.config, r.dataset.get("fingerprint", "")) for r in runs]
     frame = distinct_labels(frame, "label")
     rows = []
+    by_id = {r.run_id: r for r in runs}
     for _, group in frame.groupby("key", sort=False):
         test, train = group["test_acc"].dropna(), group["train_acc"].dropna()
-        rows.append({"Model": group["label"].iloc[0], "Number of epochs": int(group["epochs"].max()),
-                     "Train accuracy": mean_std_percent(train), "Test accuracy": mean_std_percent(test),
+        accuracy = mean_std_percent(test)
+        folds = by_id[group["run_id"].iloc[0]].metrics.cv_accuracies
+        if len(group) == 1 and len(folds) > 1:  # one seed: the spread over its folds
+            accuracy = mean_std_percent(pd.Series(folds)) + " over folds"
+        rows.append({"Model": group["label"].iloc[0], "Dataset": group["dataset"].iloc[0],
+                     "Number of epochs": int(group["epochs"].max()), "Train accuracy": mean_std_percent(train),
+                     "Test accuracy": accuracy, "Scored by": group["scored_by"].iloc[0],
                      "Seeds": len(group)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["Model", "Number of epochs", "Train accuracy", "Test accuracy", "Seeds"])
+    columns = ["Model", "Dataset", "Number of epochs", "Train accuracy", "Test accuracy", "Scored by", "Seeds"]
+    table = pd.DataFrame(rows, columns=columns)
+    # The notebook's own table where every run is of one dataset, scored on its test set.
+    if table["Dataset"].nunique() <= 1 and set(table["Scored by"]) <= {"test set"}:
+        table = table.drop(columns=["Dataset", "Scored by"])
+    return table
 
 
 def mean_std_percent(values: pd.Series, one: str = "") -> str:
