@@ -81,7 +81,7 @@ else:
                 st.image(str(library().image_path(info.slug, pending[0], you)), width=160)
                 for i, cls in enumerate(info.classes):
                     key = str(i + 1) if i < 9 else None
-                    st.button(f"{cls}" + (f"  ({key})" if key else ""), key=f"next_{i}", shortcut=key,
+                    st.button(cls, key=f"next_{i}", shortcut=key,  # the button shows its key
                               on_click=labelling.label, args=(info.slug, pending[0], cls, split),
                               width="stretch")  # fmt: skip
                 st.caption("Keys 1-9 label it, U undoes.")
