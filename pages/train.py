@@ -7,10 +7,12 @@ import streamlit as st
 from core.access import PermissionDenied
 from core.config import FIELD_SPECS, ConfigError, TrainConfig, is_used
 from core.data.pipelines import PRESETS as AUGMENT_PRESETS
+from core.data.splits import DataError
 from core.methods.base import OPTIMISATION
 from core.methods.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
 from core.methods.step_timings import kept_network_bytes
 from core.models import REGISTRY, list_models, list_weight_files
+from core.runs.crossval import check_labels
 from core.runs.multiseed import stacks_here
 from ui.common import class_seeds, framed, plain, queue_job, settings, store, try_splits
 from ui.estimate import show_estimate
@@ -96,6 +98,11 @@ with st.expander("Data and augmentation", expanded=True):
                    f"{len(splits.labeled_y)} labeled images, and trains once per fold and once more for the model "
                    "it keeps.")  # fmt: skip
         field_inputs(["cv_folds"], base, values, key=k, columns=1)
+        try:
+            check_labels(splits)
+        except DataError as err:
+            st.error(f"**Cannot start yet:** {plain(err)}. Label them on the Your images page.")
+            st.stop()
 with st.expander("Optimisation", expanded=True):
     field_inputs([f for f in OPTIMISATION if f in fields], base, values, key=k)
 specific = [f for f in fields if f not in values and f not in OPTIMISATION and f not in ("seed", "eval_every")]

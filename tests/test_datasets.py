@@ -292,3 +292,15 @@ def test_loose_files_owners_sharing_export_and_delete(tmp_path):
     assert again.count("unlabeled") == 3 and {i.digest for i in again.images} == {i.digest for i in incoming.images}
     library.delete(info.slug, ANA)
     assert library.list(ANA) == [] and list((tmp_path / "d").iterdir()) == []
+
+
+def test_the_cli_trains_on_an_uploaded_dataset(tmp_path, capsys):
+    from core.cli import main
+
+    incoming = read_zip(class_folders(per_class=3, unlabeled=4), 32)
+    info = DatasetLibrary(tmp_path / "datasets").create(incoming, "Cli", ANA)
+    code = main(["train", "--dataset", str(info.folder), "--method", "scratch", "--preset", "notebook", "--arch", TINY,
+                 "--epochs", "2", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--cache-dir",
+                 str(tmp_path / "c"), "--json"])  # fmt: skip
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert code == 0 and out["dataset"] == "Cli" and len(out["cv_accuracies"]) == 5
