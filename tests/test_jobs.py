@@ -314,9 +314,11 @@ def test_two_owners_jobs_run_on_a_two_node_ray_cluster(dataset_dir, tmp_path):
 
     runs, port = tmp_path / "runs", str(free_port())
     cpus = str(max(1, (os.cpu_count() or 1) // 2))  # what one job asks for (Supervisor.threads_per_job)
-    # Token authentication, as `ray start --head` sets up for a real cluster; the token file is in $HOME.
+    # Token authentication, as a real cluster runs it: the token every node and the driver share, given here
+    # (a fresh machine has no ~/.ray/auth_token, and `ray start` does not make one).
+    token = __import__("secrets").token_hex(32)
     env = os.environ | {"SMALLDATA_EXECUTOR": "ray", "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token",
-                        "RAY_ADDRESS": f"127.0.0.1:{port}"}  # fmt: skip
+                        "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": f"127.0.0.1:{port}"}  # fmt: skip
     ray_start = ["ray", "start", "--num-cpus", cpus, "--disable-usage-stats"]
     try:
         subprocess.run([*ray_start, "--head", "--port", port, "--include-dashboard=false"], env=env, check=True,
