@@ -304,3 +304,18 @@ def test_the_cli_trains_on_an_uploaded_dataset(tmp_path, capsys):
                  str(tmp_path / "c"), "--json"])  # fmt: skip
     out = __import__("json").loads(capsys.readouterr().out)
     assert code == 0 and out["dataset"] == "Cli" and len(out["cv_accuracies"]) == 5
+
+
+def test_why_views_on_an_upload_without_hidden_labels_colour_the_labeled_images_only(tmp_path, checkpoint):
+    from core.views.computed import ViewRequest, compute
+
+    info = DatasetLibrary(tmp_path / "d").create(read_zip(class_folders(per_class=3, unlabeled=8), 32), "Why", ANA)
+    splits = load_splits(info.folder, cache_dir=tmp_path / "c")
+    assert splits.unlabeled_hidden_y is None  # unlabeled/ holds no class folders: nothing is known of them
+    request = ViewRequest("replay", TINY, checkpoint, 32, False, "tiny", "unlabeled", 8)
+    compute(request.map_request(), splits, tmp_path / "c")
+    replay = compute(request, splits, tmp_path / "c")
+    frame = compute(request.map_request(), splits, tmp_path / "c")["frame"]
+    names = [row["class"] for row in frame]
+    assert names[:9] == [splits.classes[int(y)] for y in splits.labeled_y] and set(names[9:]) == {"unlabeled"}
+    assert all(step["accuracy"] is None for step in replay["steps"])  # no hidden label scores it

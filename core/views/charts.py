@@ -211,7 +211,9 @@ def map_frame(coords, names: list[str], n_labeled: int, images: list[str]) -> pd
 def feature_map_chart(frame: pd.DataFrame, title: str, classes: list[str], height: int = 420) -> alt.LayerChart:
     """The map: small dots for the sample, large outlined dots for the labeled images, by class; hover
     shows the image. "not reached" (label spreading) is grey."""
-    domain = [*classes, "not reached"] if (frame["class"] == "not reached").any() else list(classes)
+    # Grey: "not reached" (label spreading), "unlabeled" (a dataset whose unlabeled images have no hidden labels).
+    grey = next((g for g in ("not reached", "unlabeled") if (frame["class"] == g).any()), None)
+    domain = [*classes, grey] if grey else list(classes)
     scheme = alt.Scale(domain=domain, range=[*CLASS_COLORS[: len(classes)], "#d0d0d0"][: len(domain)])
     base = alt.Chart(frame).encode(
         x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),

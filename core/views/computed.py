@@ -126,7 +126,9 @@ def compute(
     if result is None:
         progress(share, f"t-SNE of {len(feats):,} points")
         coords = project(feats, cache_dir)
-        names = [splits.classes[int(c)] for c in y] if y is not None else ["?"] * len(x)
+        n_lab = len(splits.labeled_y)  # without hidden labels, only the labeled images have a class to show
+        names = [splits.classes[int(c)] for c in (y if y is not None else splits.labeled_y)]
+        names += [] if y is not None else ["unlabeled"] * (len(x) - n_lab)
         knn = neighbour_accuracy(feats, y) if y is not None else None
         frame = map_frame(coords, names, len(splits.labeled_y), image_data_urls(x))
         result = {"frame": frame.to_dict("records"), "knn": knn}
