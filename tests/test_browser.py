@@ -137,6 +137,24 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         expect(page.get_by_role("spinbutton", name="Seed", exact=True)).to_have_value("1", timeout=15_000)
         no_exception(page)
         page.screenshot(path=shots / "data.png")
+        # A class filter keeps images to preview (it once emptied the picker), and K=10 tiles stay >= 64 px.
+        page.get_by_role("button", name="Clear all").first.click()  # the Classes filter
+        settled(page)
+        page.get_by_role("combobox", name="Classes").click()
+        page.get_by_role("option", name="c1_green").click()
+        page.keyboard.press("Escape")
+        settled(page)
+        expect(page.get_by_text("Pick at least one image")).to_have_count(0)
+        thumb = page.get_by_role("slider", name="Samples per pipeline")
+        thumb.focus()
+        for key in ("End", "ArrowLeft", "ArrowLeft"):  # 12, 11, 10
+            thumb.press(key)
+        settled(page)
+        expect(page.get_by_text("each row: original | 10 samples").first).to_be_visible(timeout=30_000)
+        grids = page.locator("[data-testid='stImage'] img").last
+        width = grids.bounding_box()["width"]
+        assert width / 11 >= 64, width  # one pipeline per grid at K=10: the original and 10 samples a row
+        no_exception(page)
 
         open_tiny_notebook_recipe(page)
         set_number(page, "Learning rate", "0.001")
@@ -258,11 +276,18 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
         page.locator("input[type='file']").set_input_files(str(broken))
         expect(page.get_by_text("This file cannot be used").first).to_be_visible(timeout=30_000)
+        empty = tmp_path / "empty.png"
+        empty.write_bytes(b"")  # a 0-byte file once gave no message at all
+        page.locator("input[type='file']").set_input_files(str(empty))
+        expect(page.get_by_text("the file is empty").first).to_be_visible(timeout=30_000)
         no_exception(page)
         page.screenshot(path=shots / "try.png")
 
         page.get_by_role("link", name="The notebook, replayed").first.click()
         expect(page.get_by_text("Results, in the notebook's format")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"min per seed here|time per seed not known yet")).first).to_be_visible()
+        expect(page.get_by_text("The whole notebook:").first).to_be_visible()
+        expect(page.locator(".st-key-nb_all button")).to_be_enabled()
         for step in ("semi", "scratch", "transfer", "augment"):  # every experiment's button, once: 3 seeds each
             button = page.locator(f".st-key-nb_{step} button")
             button.scroll_into_view_if_needed()
@@ -272,6 +297,9 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
             settled(page)
             expect(button).to_be_disabled(timeout=30_000)  # all seeds queued (or done)
             no_exception(page)
+        # Every seed queued: Run the whole notebook has nothing left to queue (it is clicked on the AppTest side).
+        expect(page.locator(".st-key-nb_all button")).to_be_disabled(timeout=30_000)
+        expect(page.get_by_text("Every experiment has its seeds done or queued")).to_be_visible()
         no_exception(page)
         page.screenshot(path=shots / "notebook.png", full_page=True)
         browser.close()
