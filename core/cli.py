@@ -11,6 +11,7 @@ from typing import Any
 
 from core import settings
 from core.access import SINGLE_USER, Actor, PermissionDenied, check_name
+from core.classroom import prepare as lesson_prep
 from core.config import CLI_ALIASES, FIELD_SPECS, FIELD_TYPES, ConfigError, TrainConfig
 from core.data.load import dataset_from_env, default_cache_dir, load_splits
 from core.data.splits import DataError
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--skip-jobs", action="store_true", help="leave out the worker, Stop and app measurements")
     bench.add_argument("--cache-dir", default=None)
-    bench.add_argument("--parts", default=None,
-                       help="comma-separated: engine,throughput,accuracy,seeds,jobs,class (all)")  # fmt: skip
+    bench.add_argument("--parts", default=None, help="engine,throughput,accuracy,seeds,jobs,class (default all)")
+    lesson_prep.add_parser(sub)
     return parser
 
 
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "runs":
             return cmd_runs(args)
         commands = {"submit": cmd_submit, "jobs": cmd_jobs, "stop": cmd_stop, "worker": cmd_worker,
-                    "delete": cmd_delete, "evaluate": cmd_evaluate}  # fmt: skip
+                    "delete": cmd_delete, "evaluate": cmd_evaluate, "prepare": lesson_prep.main}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args)
         from benchmarks.bench import main as bench_main

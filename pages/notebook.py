@@ -10,6 +10,8 @@ from core.views.charts import notebook_chart
 from core.views.featuremap import pretrained_backbone
 from core.views.notebook import SEEDS, STEPS, experiments, missing_seeds, results
 from ui.common import config_caption, framed, plain, queue_job, registry, settings, store, try_splits
+from ui.identity import me
+from ui.lesson import show_prepare
 
 framed("pages/notebook.py")
 st.title("The notebook, replayed")
@@ -78,6 +80,9 @@ else:
 if c[1].button("Run the whole notebook", key="nb_all", disabled=not any(todo.values()), type="primary",
                icon=":material/playlist_play:") and queue(todo):  # fmt: skip
     st.rerun()
+
+if me().teacher:
+    show_prepare({step.title: configs[step.key] for step in STEPS if step.key in configs}, splits)
 
 for step in STEPS:
     st.subheader(step.title)

@@ -68,3 +68,8 @@ def take_seed(roster: Roster, cfg: TrainConfig, fingerprint: str, owner: str, us
         db.execute("INSERT INTO seeds VALUES (?, ?, ?)", (recipe, seed, owner))
         db.execute("COMMIT")
     return seed
+
+
+def lesson_recipes(roster: Roster, arch: str, weights: str, n_labeled: int = 100) -> dict[str, TrainConfig]:
+    """What a lesson runs: the recipes the teacher pinned, or the notebook's four when none is."""
+    return {p.label: p.cfg for p in pinned(roster) or notebook_lesson(arch, weights, n_labeled)}

@@ -58,7 +58,7 @@ ACTIVE = ("queued", "running", "stopping")
 STALE_HEARTBEAT_S = 60.0  # a worker on another machine that has not beaten for this long is dead
 # train: a run. evaluate: a saved run's full test pass (core.runs.evaluate). view: what a page shows that takes
 # seconds (core.views.computed). timing: the step times behind an estimate. The server computes none of them.
-KINDS = ("train", "evaluate", "view", "timing")
+KINDS = ("train", "evaluate", "view", "timing", "prepare")  # prepare: a lesson's caches (core.runs.prepare)
 # The kinds a per-owner limit counts (core.jobs.schedule): views and timings take seconds, and a page asks
 # for them on its own.
 LIMITED_KINDS = ("train", "evaluate")

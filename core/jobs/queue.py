@@ -87,9 +87,10 @@ class JobQueue:
         """A training job, (kind="evaluate") the full test pass of the saved run run_id, (kind="view") the
         view that `request` describes, or (kind="timing") the step times of cfg's estimate; owned by `by`.
         A student past the class's limit of waiting jobs is refused (PermissionDenied, saying why)."""
-        if kind not in KINDS or (kind == "evaluate") != (run_id is not None) or (kind == "view") != bool(request):
-            raise ValueError(f"a job is one of {KINDS}; only an evaluate job names a run, only a view job has a "
-                             f"request (got {kind}, {run_id}, {request})")  # fmt: skip
+        with_request = kind in ("view", "prepare")
+        if kind not in KINDS or (kind == "evaluate") != (run_id is not None) or with_request != bool(request):
+            raise ValueError(f"a job is one of {KINDS}; only an evaluate job names a run, only a view or prepare job "
+                             f"has a request (got {kind}, {run_id}, {request})")  # fmt: skip
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")  # the count and the insert at once: two tabs cannot both pass the limit
             if is_limited(kind, by.role):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core import settings
 from core.access import PermissionDenied
+from core.config import TrainConfig
 from core.data.load import load_splits
 from core.data.splits import DataError
 from core.jobs.job import stopped_message
@@ -24,6 +25,7 @@ from core.methods.step_timings import measure
 from core.plugins import load_plugins
 from core.runs.evaluate import evaluate_saved
 from core.runs.multiseed import MAX_SEEDS, fit_seeds, stacks_here
+from core.runs.prepare import plan, prepare
 from core.runs.record import RunRecord, new_run_id
 from core.runs.store import RunStore, StoreError
 from core.runs.train import execute, failed_record, failure_advice
@@ -83,7 +85,7 @@ def run_job(queue: JobQueue, job: JobInfo, store: RunStore, cache_dir: Path | No
         splits = load_splits(job.dataset, n_labeled=n_labeled, cache_dir=cache_dir, download=False)
         if job.kind == "evaluate":
             return evaluate_job(queue, job, store, splits, note, should_stop)
-        if job.kind in ("view", "timing"):
+        if job.kind in ("view", "timing", "prepare"):
             return view_or_timing_job(queue, job, store, splits, cache_dir, note, should_stop)
         if stacks_here(job.cfg) and (siblings := queue.claim_siblings(job, MAX_SEEDS - 1)):
             beating += [s.job_id for s in siblings]
@@ -162,6 +164,8 @@ def view_or_timing_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, c
             note(0.1, "measuring step times")
             seconds = measure(job.cfg, splits, cache_dir)
             message = f"step times measured: a run of this config takes about {seconds:.0f} s here"
+        elif job.kind == "prepare":
+            message = prepare_job(job, splits, store, cache_dir, note, should_stop)
         else:
             request = ViewRequest.from_dict(job.request)
             compute_view(request, splits, cache_dir, lambda run_id: store.load_weights(run_id).state, note,
@@ -175,6 +179,17 @@ def view_or_timing_job(queue: JobQueue, job: JobInfo, store: RunStore, splits, c
         return "failed"
     queue.finish(job.job_id, "finished", None, message)
     return "finished"
+
+
+def prepare_job(job: JobInfo, splits, store: RunStore, cache_dir: Path, note, should_stop) -> str:
+    """A lesson's caches warmed (core.runs.prepare): the step times first, then what they let the plan see."""
+    recipes = {name: TrainConfig.from_dict(cfg) for name, cfg in job.request["recipes"].items()}
+    seeds, run = tuple(job.request.get("seeds", ())), bool(job.request.get("run"))
+    done = []
+    for _ in range(2):  # the features' and runs' steps are planned once the step times are measured
+        steps = plan(recipes, splits, cache_dir, store, seeds, run)
+        done += prepare(steps, splits, cache_dir, store, by=job.actor, progress=note, should_stop=should_stop)
+    return f"the lesson is ready: {len(done)} step(s) done"
 
 
 def next_job(queue: JobQueue, below: int, linger_s: float) -> JobInfo | None:
