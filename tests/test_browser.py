@@ -194,6 +194,16 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         settled(page)
         no_exception(page)
         expect(page.get_by_text("Confusion matrix").first).to_be_visible(timeout=30_000)
+        # A filter that leaves nothing, then cleared: the runs to compare come back (they once stayed filtered).
+        search = page.get_by_role("textbox", name="Search (model, preset, augmentation)")
+        search.fill("no such run")
+        search.press("Enter")
+        expect(page.get_by_text("Select runs to compare.")).to_be_visible(timeout=30_000)
+        search.fill("")
+        search.press("Enter")
+        expect(page.get_by_text("Select runs to compare.")).to_have_count(0, timeout=30_000)
+        expect(page.get_by_text("Confusion matrix").first).to_be_visible(timeout=30_000)
+        settled(page)
         with page.expect_download() as csv:
             page.get_by_role("button", name="Download CSV").click()
         assert "Model" in Path(csv.value.path()).read_text()

@@ -100,3 +100,24 @@ def test_in_class_mode_a_dataset_is_its_uploaders_until_the_teacher_shares_it(im
     uploaded_dataset(str(info.folder), ben)  # shared: Ben trains on it...
     with pytest.raises(PermissionDenied):
         images_env.delete(info.slug, ben)  # ...and it stays Ana's
+
+
+def test_uploads_through_the_page_make_a_dataset_or_say_why_not(images_env):
+    from tests.test_datasets import traversal
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/images.py").run()
+    uploader = at.get("file_uploader")[0]
+    uploader.set_value(("photos.zip", traversal("../../etc/evil.png"), "application/zip")).run()
+    at.button(key="make_dataset").click().run()
+    assert any("Nothing was imported" in e.value and "leaves it" in e.value for e in at.error)
+    assert images_env.list(SINGLE_USER) == [] and not list(images_env.root.glob("*"))  # nothing left behind
+    files = [(f"p{j}.png", photo((200, 30, 30), (40, 30), "RGBA", "PNG", j), "image/png") for j in range(4)]
+    at.get("file_uploader")[0].set_value(files).run()
+    at.button(key="make_dataset").click().run()
+    assert not at.exception, at.exception
+    assert any("is ready: 0 labeled, 4 unlabeled" in s.value for s in at.success)
+    (info,) = images_env.list(SINGLE_USER)
+    assert at.session_state["dataset_choice"] == info.slug and info.resolution == 64  # the page's default
+    assert any(s.value == f"Label: {info.name}" for s in at.subheader)

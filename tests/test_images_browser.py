@@ -115,4 +115,10 @@ def test_own_images_from_upload_to_cross_validated_runs_in_a_browser(images_serv
         page.screenshot(path=shots / "own-labelling.png")
 
         start(page, "scratch", runs_dir)
+        page.get_by_role("combobox", name="Dataset").click()  # back to the first upload, from the sidebar
+        page.get_by_role("option", name="photos").click()
+        settled(page)
+        page.get_by_role("link", name="Your images").first.click()
+        expect(page.get_by_role("heading", name="Label: photos")).to_be_visible(timeout=30_000)
+        no_exception(page)
         browser.close()
