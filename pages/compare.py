@@ -20,7 +20,7 @@ from core.views.charts import (
 )
 from core.views.tables import results_table, runs_frame, to_markdown
 from ui.common import framed, get_splits, percent_columns, pixelated_images, plain, shown_config, store
-from ui.datasets import active_source, active_stamp
+from ui.datasets import active
 from ui.identity import class_mode, me
 from ui.jobs_view import offer_evaluation
 
@@ -148,7 +148,7 @@ if m.confusion:
         st.altair_chart(per_class_bars(m.per_class_acc, classes), width="content")
     wrong = m.wrong_indices[:24]
     try:
-        splits = get_splits(active_source(), None, active_stamp())
+        splits = get_splits(*active())
     except DataError:
         splits = None
     if wrong and splits is not None and same_test_set(run, splits.fingerprint):

@@ -68,7 +68,7 @@ else:
                          format_func={"labeled": "training images", "test": "the test set"}.get)  # fmt: skip
         a2.button("Undo", icon=":material/undo:", shortcut="U", on_click=labelling.undo, args=(info.slug,),
                   key="undo")  # fmt: skip
-        pending = library().files(info.slug, you)
+        pending = library().images(info.slug, you)  # (where, file) of each unlabeled image
         if not info.classes:
             st.info("Add a class first: type its name above.")
         elif not pending:
@@ -78,11 +78,11 @@ else:
             left, right = st.columns([1, 3])
             with left:
                 st.markdown("**Next image**")
-                st.image(str(library().image_path(info.slug, pending[0], you)), width=160)
+                st.image(str(pending[0][1]), width=160)
                 for i, cls in enumerate(info.classes):
                     key = str(i + 1) if i < 9 else None
                     st.button(cls, key=f"next_{i}", shortcut=key,  # the button shows its key
-                              on_click=labelling.label, args=(info.slug, pending[0], cls, split),
+                              on_click=labelling.label, args=(info.slug, pending[0][0], cls, split),
                               width="stretch")  # fmt: skip
                 st.caption("Keys 1-9 label it, U undoes.")
             with right:
@@ -90,9 +90,9 @@ else:
                                                default=info.classes[0])  # fmt: skip
                 grid = pending[1:25]
                 cols = st.columns(6)
-                for n, where in enumerate(grid):
+                for n, (where, file) in enumerate(grid):
                     with cols[n % 6]:
-                        st.image(str(library().image_path(info.slug, where, you)), width=96)
+                        st.image(str(file), width=96)
                         st.button(f"→ {current}", key=f"tile_{where}", disabled=current is None,
                                   on_click=labelling.label, args=(info.slug, where, current, split))  # fmt: skip
 

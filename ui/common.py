@@ -41,7 +41,7 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Loading the dataset (decoded once, then cached on disk)...", max_entries=8)
-def get_splits(source: str, n_labeled: int | None = None, stamp: str = "") -> Splits:
+def get_splits(source: str, stamp: str = "", n_labeled: int | None = None) -> Splits:
     """stamp: an uploaded dataset's fingerprint, which its labels change (the cache then loads it again)."""
     return load_splits(source, n_labeled=n_labeled, cache_dir=settings().cache_dir, download=False)
 
@@ -49,10 +49,10 @@ def get_splits(source: str, n_labeled: int | None = None, stamp: str = "") -> Sp
 def try_splits(n_labeled: int | None = None) -> Splits | None:
     """The dataset this tab works on (ui.datasets), or None after showing why it could not be loaded and how to
     fix it."""
-    from ui.datasets import active_source, active_stamp  # ui.datasets imports this module
+    from ui.datasets import active  # ui.datasets imports this module
 
     try:
-        return get_splits(active_source(), n_labeled, active_stamp())
+        return get_splits(*active(), n_labeled=n_labeled)
     except DataError as err:
         st.error(f"**The dataset could not be loaded.** {plain(err)}")
         return None

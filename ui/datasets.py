@@ -36,16 +36,15 @@ def chosen() -> DatasetInfo | None:
         return None
 
 
+def active() -> tuple[str, str]:
+    """(source, stamp): what load_splits and the queue take (the server's dataset, or the chosen upload's folder:
+    server side only), and what changes when the upload's labels change, so that cached splits load again."""
+    info = chosen()  # one manifest read for both
+    return (str(info.folder), info.fingerprint) if info is not None else (settings().dataset, "")
+
+
 def active_source() -> str:
-    """What load_splits and the queue take: the server's dataset, or the chosen upload's folder (server side only)."""
-    info = chosen()
-    return str(info.folder) if info is not None else settings().dataset
-
-
-def active_stamp() -> str:
-    """Changes when the chosen upload's labels change: the pages' cached splits are then loaded again."""
-    info = chosen()
-    return info.fingerprint if info is not None else ""
+    return active()[0]
 
 
 def server_label() -> str:

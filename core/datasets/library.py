@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.access import Actor, PermissionDenied, check
+from core.data.folder import MANIFEST, read_manifest
 from core.data.splits import DataError
 from core.datasets.images import RESOLUTIONS, png_bytes
 from core.datasets.upload import Incoming, UploadError, clean_class
 
-MANIFEST = "manifest.json"
 SCHEMA = 1
-SPLITS = ("labeled", "test", "unlabeled")
 
 
 class DatasetError(DataError):
@@ -76,11 +75,16 @@ def _fingerprint(files: dict[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def leaks(incoming_or_files: dict[str, str]) -> list[str]:
+def leaks(files: dict[str, str]) -> list[str]:
     """Images that are both labeled and in the test set (by pixel digest): a test score on them is not one."""
-    labeled = {d for w, d in incoming_or_files.items() if w.startswith("labeled/")}
-    test = {d for w, d in incoming_or_files.items() if w.startswith("test/")}
+    labeled = {d for w, d in files.items() if w.startswith("labeled/")}
+    test = {d for w, d in files.items() if w.startswith("test/")}
     return sorted(labeled & test)
+
+
+def _may_use(m: dict, by: Actor) -> bool:
+    """Its owner, a teacher, and everyone once a teacher shared it."""
+    return by.teacher or m["owner"] == by.name or bool(m.get("shared"))
 
 
 class DatasetLibrary:
@@ -89,11 +93,10 @@ class DatasetLibrary:
 
     # ---- reading
     def _manifest(self, slug: str) -> dict:
-        path = self.root / slug / MANIFEST
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise DatasetError(f"dataset {slug!r} does not exist (or its manifest is damaged)") from None
+        manifest = read_manifest(self.root / slug)
+        if manifest is None:
+            raise DatasetError(f"dataset {slug!r} does not exist (or its manifest is damaged)")
+        return manifest
 
     def _info(self, slug: str, m: dict) -> DatasetInfo:
         counts = self._counts(m)
@@ -116,15 +119,15 @@ class DatasetLibrary:
                 out[split][rest[0]] = out[split].get(rest[0], 0) + 1
         return out
 
-    def visible(self, slug: str, by: Actor) -> bool:
+    def _readable(self, slug: str, by: Actor) -> dict:
+        """The manifest, if `by` may use the dataset; PermissionDenied names whose it is."""
         m = self._manifest(slug)
-        return by.teacher or m["owner"] == by.name or bool(m.get("shared"))
+        if not _may_use(m, by):
+            raise PermissionDenied(f"dataset {m['name']!r} belongs to {m['owner']}: only they or a teacher can open it")
+        return m
 
     def get(self, slug: str, by: Actor) -> DatasetInfo:
-        m = self._manifest(slug)
-        if not (by.teacher or m["owner"] == by.name or m.get("shared")):
-            raise PermissionDenied(f"dataset {m['name']!r} belongs to {m['owner']}: only they or a teacher can open it")
-        return self._info(slug, m)
+        return self._info(slug, self._readable(slug, by))
 
     def list(self, by: Actor) -> list[DatasetInfo]:
         """The datasets `by` may use: their own, the shared ones, every one for a teacher; newest first."""
@@ -132,25 +135,22 @@ class DatasetLibrary:
             return []
         found = []
         for folder in self.root.iterdir():
-            if folder.name.startswith(".") or not (folder / MANIFEST).is_file():
-                continue
+            m = None if folder.name.startswith(".") else read_manifest(folder)  # hidden: being written or deleted
             try:
-                if self.visible(folder.name, by):
-                    found.append((self._manifest(folder.name).get("created", 0), self.get(folder.name, by)))
-            except (DatasetError, PermissionDenied, KeyError):
+                if m is not None and _may_use(m, by):
+                    found.append((m.get("created", 0), self._info(folder.name, m)))
+            except (KeyError, TypeError, ValueError):
                 continue  # a damaged manifest: not offered
         return [info for _, info in sorted(found, key=lambda f: -f[0])]
 
+    def images(self, slug: str, by: Actor, split: str = "unlabeled") -> list[tuple[str, Path]]:
+        """(`split/...`, its file) of each image of one split, in upload order: what a page labels and shows."""
+        m = self._readable(slug, by)
+        return [(w, self.root / slug / w) for w in sorted(m["files"]) if w.startswith(f"{split}/")]
+
     def files(self, slug: str, by: Actor, split: str = "unlabeled") -> list[str]:
         """Paths (`split/...`) of the images of one split, in upload order."""
-        self.get(slug, by)
-        return sorted(w for w in self._manifest(slug)["files"] if w.startswith(f"{split}/"))
-
-    def image_path(self, slug: str, where: str, by: Actor) -> Path:
-        self.get(slug, by)
-        if where not in self._manifest(slug)["files"]:
-            raise DatasetError(f"{where} is not an image of dataset {slug!r}")
-        return self.root / slug / where
+        return [where for where, _ in self.images(slug, by, split)]
 
     # ---- writing
     def create(self, incoming: Incoming, name: str, by: Actor) -> DatasetInfo:
@@ -260,9 +260,9 @@ class DatasetLibrary:
 
     def export_zip(self, slug: str, by: Actor) -> bytes:
         """The dataset as a zip in the layout an upload reads back (and any folder-dataset tool)."""
-        info = self.get(slug, by)
+        m = self._readable(slug, by)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:  # PNGs do not compress further
-            for where in sorted(self._manifest(slug)["files"]):
-                archive.write(info.folder / where, f"{info.slug}/{where}")
+            for where in sorted(m["files"]):
+                archive.write(self.root / slug / where, f"{slug}/{where}")
         return out.getvalue()
