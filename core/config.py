@@ -254,6 +254,11 @@ def is_on(name: str, cfg: TrainConfig) -> bool:
     return bool(getattr(cfg, name)) and is_used(name, cfg)
 
 
+def cv_fold_count(cfg: TrainConfig, n_labeled: int) -> int:
+    """The folds a cross-validation of n_labeled images makes: cfg.cv_folds, at most one per image, at least 2."""
+    return max(2, min(cfg.cv_folds, n_labeled))
+
+
 # Command-line spellings that differ from the field names (core.cli builds its flags from them, and
 # core.__main__ reads them back before the CLI is imported).
 CLI_ALIASES = {"n_unlabeled": "unlabeled"}

@@ -5,7 +5,7 @@ one's place in the fair queue."""
 
 from __future__ import annotations
 
-from statistics import median, stdev
+from statistics import median
 
 import streamlit as st
 
@@ -84,9 +84,8 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
         m = record.metrics
         check = " (the last check before Stop: evaluate it in full from the Compare page)" if m.partial else ""
         if m.cross_validated:
-            folds = m.cv_accuracies
-            spread = stdev(folds) if len(folds) > 1 else 0.0
-            scored = f"Cross-validated accuracy **{m.test_acc:.1%} ± {spread:.1%}** over {len(folds)} folds"
+            folds = len(m.cv_accuracies)
+            scored = f"Cross-validated accuracy **{m.test_acc:.1%} ± {m.cv_std:.1%}** over {folds} folds"
         else:
             scored = f"Test accuracy **{m.test_acc:.1%}** on {m.test_images or n_test:,} images{check}"
         st.markdown(f"{scored}, train {m.train_acc:.1%} · saved as `{job.run_id}`")

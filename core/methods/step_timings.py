@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.config import TrainConfig
+from core.config import TrainConfig, cv_fold_count
 from core.data.splits import Splits
 from core.engine.device import autocast, place, resolve_device, use_bf16
 from core.methods.base import DataSizes
@@ -231,7 +231,7 @@ def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = 
     timing = MeasuredTiming(cfg, splits, cache_dir, busy)
     method, n, classes = get_method(cfg.method), len(splits.labeled_y), len(splits.classes)
     if splits.cross_validated:  # a fit per fold, and one on every labeled image (core.runs.crossval)
-        folds = max(2, min(cfg.cv_folds, n))
+        folds = cv_fold_count(cfg, n)
         fold = DataSizes(n - n // folds, n // folds, len(splits.unlabeled_x), classes)
         whole = DataSizes(n, n, len(splits.unlabeled_x), classes)
         return (folds + 1) * timing.startup(cfg) + folds * method.estimate(cfg, fold, timing) + method.estimate(

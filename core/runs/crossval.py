@@ -16,11 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from core.config import TrainConfig
+from core.config import TrainConfig, cv_fold_count
 from core.data.splits import DataError, Splits
 from core.methods.frozen import shared_features
-
-DEFAULT_FOLDS = 5
 
 
 def check_labels(splits: Splits) -> None:
@@ -64,7 +62,7 @@ def fold_splits(splits: Splits, held: torch.Tensor, name: str) -> Splits:
     )
 
 
-FitFn = Callable[..., object]  # core.runs.train.fit, passed in: this module sits below it
+FitFn = Callable[..., object]  # core.runs.train.fit, passed in: core.runs.train imports this module
 
 
 def cross_validate(
@@ -72,16 +70,15 @@ def cross_validate(
     splits: Splits,
     fit: FitFn,
     *,
-    folds: int = DEFAULT_FOLDS,
     should_stop=None,
     cache_dir=None,
     progress=None,
     run_id: str | None = None,
     keep_weights=None,
 ):
-    """The run record of cfg on a dataset without test images, scored by `folds`-fold cross-validation."""
+    """The run record of cfg on a dataset without test images, scored by cfg.cv_folds-fold cross-validation."""
     check_labels(splits)
-    k = max(2, min(folds, len(splits.labeled_y)))
+    k = cv_fold_count(cfg, len(splits.labeled_y))
     index_sets = stratified_folds(splits.labeled_y, k, cfg.seed)
     total = len(index_sets) + 1
     fold_cfg = cfg.with_(eval_every=0)  # the held-out fold is scored once, at the end of its fit
@@ -146,15 +143,14 @@ def _pooled(cfg: TrainConfig, splits: Splits, records: list, final, run_id: str 
     per_class = [confusion[c][c] / max(1, sum(confusion[c])) for c in range(n)]
     done = all(r.status == "finished" for _, r in records) and final is not None
     status = "finished" if done else base.status
-    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
     mean = statistics.fmean(accuracies) if accuracies else None
-    message = f"{len(records)}-fold cross-validated accuracy {mean:.1%} ± {spread:.1%} (no test set)" if done else (
-        f"cross-validation stopped at fold {len(records)}: {last.message}")  # fmt: skip
     metrics = replace(
         base.metrics, test_acc=mean if done else None, test_images=sum(len(h) for h, _ in records), partial=False,
         per_class_acc=per_class, confusion=confusion, wrong_indices=sorted(wrong_indices)[:200],
         wrong_pred=[p for _, p in sorted(zip(wrong_indices, wrong_pred, strict=True))][:200], cv_accuracies=accuracies,
     )  # fmt: skip
+    message = f"{len(records)}-fold cross-validated accuracy {mean:.1%} ± {metrics.cv_std:.1%} (no test set)" if (
+        done) else f"cross-validation stopped at fold {len(records)}: {last.message}"  # fmt: skip
     timings = {"total_s": sum(r.timings.get("total_s", 0.0) for _, r in records) + (
         final.timings.get("total_s", 0.0) if final is not None else 0.0)}  # fmt: skip
     dataset = base.dataset | {"test": 0, "cross_validated": len(records)}

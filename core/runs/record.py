@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -52,6 +53,11 @@ class Metrics:
     @property
     def cross_validated(self) -> bool:
         return bool(self.cv_accuracies)
+
+    @property
+    def cv_std(self) -> float:
+        """The spread of the folds' accuracies (sample standard deviation; 0 for fewer than two)."""
+        return statistics.stdev(self.cv_accuracies) if len(self.cv_accuracies) > 1 else 0.0
 
     def with_test(self, test: dict[str, Any]) -> Metrics:
         """These metrics with the test side replaced by `test`: core.engine.predict.metrics of the test set

@@ -71,7 +71,7 @@ def fit(
         from core.runs.crossval import cross_validate
 
         return cross_validate(cfg, splits, fit, should_stop=should_stop, cache_dir=cache_dir, progress=progress,
-                              run_id=run_id, keep_weights=keep_weights, folds=cfg.cv_folds)  # fmt: skip
+                              run_id=run_id, keep_weights=keep_weights)  # fmt: skip
     method = get_method(cfg.method)
     if method.needs_unlabeled and len(splits.unlabeled_x) == 0:
         raise ValueError(f"method={cfg.method} needs unlabeled images, and this dataset has none")

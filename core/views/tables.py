@@ -3,7 +3,6 @@ and Markdown without the optional `tabulate` dependency."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from typing import TYPE_CHECKING
 
@@ -54,10 +53,9 @@ def dataset_name(r: RunRecord) -> str:
 
 def score_text(r: RunRecord) -> str:
     """A run's score in words: on how many test images, or over how many folds (no test set)."""
-    m, folds = r.metrics, r.metrics.cv_accuracies
-    if folds:
-        spread = statistics.stdev(folds) if len(folds) > 1 else 0.0
-        return f"cross-validated {m.test_acc or 0:.1%} ± {spread:.1%} ({len(folds)} folds, no test set)"
+    m = r.metrics
+    if m.cross_validated:
+        return f"cross-validated {m.test_acc or 0:.1%} ± {m.cv_std:.1%} ({len(m.cv_accuracies)} folds, no test set)"
     return f"test {m.test_acc or 0:.1%} ({m.test_images or r.dataset.get('test', 0)} images)"
 
 
