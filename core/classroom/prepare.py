@@ -11,7 +11,7 @@ from pathlib import Path
 from core.classroom.lesson import lesson_recipes
 from core.classroom.roster import Roster
 from core.data.load import default_cache_dir, load_splits
-from core.runs.prepare import plan, prepare, total_seconds
+from core.runs.prepare import plan, prepare_lesson, total_seconds
 from core.runs.store import RunStore, default_runs_dir
 from core.views.featuremap import pretrained_backbone
 from core.views.notebook import SEEDS
@@ -55,12 +55,15 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run or not steps:
         _say("nothing to do: the lesson is ready" if not steps else "dry run: nothing done")
         return 0
-    done = prepare(steps, splits, cache, store, progress=lambda f, text: print(f"\r[{f:4.0%}] {text[:100]:100}",
-                   end="", file=sys.stderr))  # fmt: skip
-    if any(s.kind == "timings" for s in steps):  # now that the step times are known, the rest can be planned
-        more = plan(recipes, splits, cache, store, SEEDS, args.run)
-        done += prepare(more, splits, cache, store, progress=lambda f, text: print(f"\r[{f:4.0%}] {text[:100]:100}",
-                        end="", file=sys.stderr))  # fmt: skip
+    done = prepare_lesson(
+        recipes,
+        splits,
+        cache,
+        store,
+        SEEDS,
+        args.run,
+        progress=lambda f, text: print(f"\r[{f:4.0%}] {text[:100]:100}", end="", file=sys.stderr),
+    )
     _say("")
     for line in done:
         _say(f"  {line}")

@@ -25,7 +25,7 @@ from core.methods.step_timings import measure
 from core.plugins import load_plugins
 from core.runs.evaluate import evaluate_saved
 from core.runs.multiseed import MAX_SEEDS, fit_seeds, stacks_here
-from core.runs.prepare import plan, prepare
+from core.runs.prepare import prepare_lesson
 from core.runs.record import RunRecord, new_run_id
 from core.runs.store import RunStore, StoreError
 from core.runs.train import execute, failed_record, failure_advice
@@ -185,10 +185,8 @@ def prepare_job(job: JobInfo, splits, store: RunStore, cache_dir: Path, note, sh
     """A lesson's caches warmed (core.runs.prepare): the step times first, then what they let the plan see."""
     recipes = {name: TrainConfig.from_dict(cfg) for name, cfg in job.request["recipes"].items()}
     seeds, run = tuple(job.request.get("seeds", ())), bool(job.request.get("run"))
-    done = []
-    for _ in range(2):  # the features' and runs' steps are planned once the step times are measured
-        steps = plan(recipes, splits, cache_dir, store, seeds, run)
-        done += prepare(steps, splits, cache_dir, store, by=job.actor, progress=note, should_stop=should_stop)
+    done = prepare_lesson(recipes, splits, cache_dir, store, seeds, run, by=job.actor, progress=note,
+                          should_stop=should_stop)  # fmt: skip
     return f"the lesson is ready: {len(done)} step(s) done"
 
 

@@ -166,13 +166,13 @@ def shared_features() -> Iterator[None]:
 
 
 def _memoized(images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], base: tuple) -> torch.Tensor:
+    if not len(images):
+        return compute(images)  # an empty N x D, D the backbone's
     keys = [(*base, hashlib.sha1(img.numpy().tobytes()).digest()) for img in images.contiguous()]
     missing = [i for i, k in enumerate(keys) if k not in _MEMO]
     if missing:
         for i, row in zip(missing, compute(images[missing]), strict=True):
             _MEMO[keys[i]] = row
-    if not keys:
-        return compute(images)
     return torch.stack([_MEMO[k] for k in keys])
 
 

@@ -140,3 +140,18 @@ def prepare(
             done.append(f"{step.label}: {record.status}, test accuracy {record.metrics.test_acc or 0:.1%}")
         note(1.0, "done")
     return done
+
+
+def prepare_lesson(
+    recipes: dict[str, TrainConfig], splits: Splits, cache_dir: Path, store: RunStore | None, seeds: tuple[int, ...],
+    run: bool, *, by: Actor | None = None, progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[str]:  # fmt: skip
+    """`plan` then `prepare`, and once more when the first pass measured step times: only then can the plan see
+    which features and runs are left and how long they take."""
+    steps = plan(recipes, splits, cache_dir, store, seeds, run)
+    done = prepare(steps, splits, cache_dir, store, by=by, progress=progress, should_stop=should_stop)
+    if any(s.kind == "timings" for s in steps):
+        steps = plan(recipes, splits, cache_dir, store, seeds, run)
+        done += prepare(steps, splits, cache_dir, store, by=by, progress=progress, should_stop=should_stop)
+    return done
