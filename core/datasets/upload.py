@@ -66,8 +66,13 @@ def _size(n: int) -> str:
     return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
 
 
-def _too_big(n: int, limits: Limits) -> str:
-    return f"{_size(n)}, more than the {_size(limits.member_bytes)} allowed per file"
+def _unreadable(name: str, size: int, limits: Limits) -> str | None:
+    """Why a member is skipped before it is read (not an image file, too large), or None."""
+    if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file"
+    if size > limits.member_bytes:
+        return f"{_size(size)}, more than the {_size(limits.member_bytes)} allowed per file"
+    return None
 
 
 def clean_class(name: str) -> str:
@@ -161,11 +166,8 @@ def read_zip(data: bytes, size: int, limits: Limits = Limits(), name: str = "the
     incoming = Incoming(size)
     for (member, _), path in zip(kept, paths, strict=True):
         shown = "/".join(path)
-        if PurePosixPath(shown).suffix.lower() not in IMAGE_SUFFIXES:
-            incoming.skipped.append((shown, "not an image file"))
-            continue
-        if member.file_size > limits.member_bytes:
-            incoming.skipped.append((shown, _too_big(member.file_size, limits)))
+        if why := _unreadable(shown, member.file_size, limits):
+            incoming.skipped.append((shown, why))
             continue
         split, label = place(path, standard)
         try:
@@ -187,10 +189,8 @@ def read_files(files: Iterable[tuple[str, bytes]], size: int, limits: Limits = L
         raise UploadError(f"{total / 1e6:,.0f} MB is more than the {limits.unpacked_bytes / 1e6:,.0f} MB allowed")
     incoming = Incoming(size)
     for name, data in files:
-        if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
-            incoming.skipped.append((name, "not an image file"))
-        elif len(data) > limits.member_bytes:
-            incoming.skipped.append((name, _too_big(len(data), limits)))
+        if why := _unreadable(name, len(data), limits):
+            incoming.skipped.append((name, why))
         else:
             _decode(incoming, name, data, "unlabeled", None, size)
     return _nothing_left(incoming, "the upload")
