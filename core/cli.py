@@ -167,8 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        scored = f"train {out['train_acc'] or 0:.1%}  {score_text(record)}"
-        print(f"\n{record.status}: {record.run_id}  {scored}  {out['seconds']}s")
+        scored = "" if record.status == "failed" else f"  train {out['train_acc'] or 0:.1%}  {score_text(record)}"
+        print(f"\n{record.status}: {record.run_id}{scored}  {out['seconds']}s")
     if record.status in ("diverged", "failed"):
         print(f"error: {record.message}", file=sys.stderr)
         return 1

@@ -71,7 +71,7 @@ class TrainConfig:
     resolution: int = spec(
         32, "Resolution (px)", "ImageNet features were learned on 224 px photos. At 32 px a pretrained network sees "
         "blurry thumbnails and its features are weak; upsampling to 96-128 px recovers much of their power.",
-        low=16, high=512, step=16,
+        low=16, high=576, step=16,  # 518: ViT-H/14's only input size
     )  # fmt: skip
     finetune: str = spec(
         "all", "What trains", "head: the backbone is frozen and its features are computed once, so only a linear "

@@ -7,6 +7,7 @@ import streamlit as st
 from core.access import PermissionDenied
 from core.data.splits import DataError
 from core.runs.store import StoreError, same_test_set
+from core.views.backbones import STAND_IN_NOTE, pretraining_frame
 from core.views.charts import (
     accuracy_bars,
     accuracy_frame,
@@ -111,6 +112,12 @@ else:
     st.altair_chart(accuracy_bars(acc), width="stretch")
     summary = accuracy_summary(acc)
     st.dataframe(summary, hide_index=True, column_config=percent_columns("mean", "std"))
+
+pretrained = pretraining_frame(selected)
+if not pretrained.empty:
+    st.subheader("What pretraining buys: transfer accuracy per backbone and weights (mean ± std over seeds)")
+    st.altair_chart(accuracy_bars(pretrained), width="stretch")
+    st.caption(STAND_IN_NOTE)
 
 st.subheader("Results table (one row per recipe, mean ± std over its seeds)")
 table = results_table(selected)

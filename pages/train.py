@@ -10,10 +10,11 @@ from core.data.pipelines import PRESETS as AUGMENT_PRESETS
 from core.data.splits import DataError
 from core.methods.base import OPTIMISATION
 from core.methods.registry import METHODS, default_preset, list_presets, preset, used_fields, validate
-from core.methods.step_timings import kept_network_bytes
+from core.methods.step_timings import kept_network_bytes, known_per_image
 from core.models import REGISTRY, list_models, list_weight_files
 from core.runs.crossval import check_labels
 from core.runs.multiseed import stacks_here
+from core.views.backbones import backbone_facts
 from ui.common import class_seeds, framed, plain, queue_job, settings, store, try_splits
 from ui.estimate import show_estimate
 from ui.identity import class_mode
@@ -80,6 +81,8 @@ with st.expander("Model", expanded=True):
         values,
         key=k,
     )
+    chosen = base.with_(arch=values["arch"], resolution=values.get("resolution", base.resolution))
+    st.caption(backbone_facts(chosen.arch, chosen.resolution, known_per_image(chosen, settings().cache_dir)))
 with st.expander("Data and augmentation", expanded=True):
     cols = st.columns([3, 1])
     if "augment" in fields:

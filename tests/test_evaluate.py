@@ -120,3 +120,17 @@ def test_progress_gives_the_final_test_pass_its_share_of_the_bar_and_the_eta():
     assert unknown.eta_s is None and unknown.fraction == pytest.approx(0.5)
     features = job_progress(job(0, 0, "Extracting features: 300 / 1,000 images", 0.3), final_pass_s=0.0)
     assert features.fraction == pytest.approx(0.3) and features.text.startswith("Extracting")
+
+
+def test_one_bar_from_the_start_the_estimate_gives_the_eta_before_the_first_row():
+    extracting = job(0, 0, "Extracting features: 300 / 1,000 images", 0.3)
+    extracting.started = 100.0
+    early = job_progress(extracting, final_pass_s=5.0, estimate_s=80.0, now=120.0)  # 20 s of an 80 s estimate
+    assert early.eta_s == pytest.approx(60.0) and early.fraction == pytest.approx(0.25)
+    assert early.text == "Extracting features: 300 / 1,000 images · ETA ≈ 60 s"
+    late = job_progress(extracting, final_pass_s=5.0, estimate_s=80.0, now=200.0)  # past it: no negative ETA
+    assert late.eta_s is None and "longer than its estimate of 80 s" in late.text and late.fraction < 1
+    training = job(5, 2.0)  # the features took 30 s, then 5 epochs of 2 s: 10 s of epochs and 10 s of test left
+    training.started = 100.0
+    rows = job_progress(training, final_pass_s=10.0, estimate_s=80.0, now=140.0)
+    assert rows.eta_s == pytest.approx(20.0) and rows.fraction == pytest.approx(40 / 60)  # not back to 1/3

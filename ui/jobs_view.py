@@ -10,6 +10,7 @@ from statistics import median
 import streamlit as st
 
 from core.access import PermissionDenied
+from core.config import TrainConfig
 from core.data.splits import Splits
 from core.jobs.job import LIMITED_KINDS
 from core.jobs.progress import job_progress
@@ -20,7 +21,7 @@ from core.runs.evaluate import can_evaluate
 from core.runs.record import RunRecord
 from core.runs.store import StoreError
 from core.views.charts import history_frame, learning_curves
-from ui.common import config_caption, plain, registry, settings
+from ui.common import config_caption, get_splits, plain, registry, settings
 from ui.identity import class_mode, me
 
 
@@ -75,7 +76,7 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
     if job.state == "stopping":
         st.caption("Stopping: the run ends within a second or two and is saved as stopped, with its last test check.")
     if job.state == "running":
-        progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings().cache_dir))
+        progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings().cache_dir), start_estimate(job))
         st.progress(progress.fraction, text=progress.text)
     if job.history and job.kind == "train":
         st.altair_chart(_curves(job.job_id, len(job.history), job), width="content")
@@ -91,6 +92,23 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
         st.markdown(f"{scored}, train {m.train_acc:.1%} · saved as `{job.run_id}`")
     if job.message:
         (st.error if job.state in ("failed", "diverged", "interrupted") else st.info)(plain(job.message))
+
+
+@st.cache_data(max_entries=200, show_spinner=False)
+def _estimate_at_start(job_id: int, cfg_json: str, source: str, stamp: str) -> float | None:
+    """A run's estimate as first asked while it runs (at its Start): kept, so that the features it has cached
+    since do not shrink it (cached features cost nothing in the estimate of a next run)."""
+    try:
+        splits = get_splits(source, stamp)
+        return estimate_seconds(TrainConfig.from_json(cfg_json), splits, cache_dir=settings().cache_dir, busy=True)
+    except Exception:  # unknown step times, a dataset gone: no ETA before the first row rather than a wrong one
+        return None
+
+
+def start_estimate(job: JobInfo) -> float | None:
+    from ui.datasets import active
+
+    return _estimate_at_start(job.job_id, job.cfg.to_json(), *active()) if job.kind == "train" else None
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:

@@ -88,7 +88,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     method = get_method(cfg.method)
     check_fields(cfg)
     if cfg.arch not in list_models():
-        raise ConfigError(f"arch={cfg.arch!r} is unknown; choose one of {', '.join(list_models())}")
+        raise ConfigError(
+            f"arch={cfg.arch!r} is unknown; choose one of {', '.join(list_models()[:5])}, or any other "
+            "torchvision classifier (torchvision.models.list_models(module=torchvision.models))"
+        )
     method.check(cfg)
     try:
         parse_pipeline(cfg.augment)
@@ -101,8 +104,22 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"finetune={cfg.finetune!r} freezes a backbone that has no pretrained weights; "
             "set weights or use finetune=all"
         )
-    if cfg.weights == "imagenet" and REGISTRY[cfg.arch].tv_name is None:
-        raise ConfigError(f"arch={cfg.arch} has no ImageNet weights; use resnet18 or mobilenet_v2, or a .pth file")
+    entry = REGISTRY[cfg.arch]
+    if cfg.weights == "imagenet" and entry.tv_name is None:
+        raise ConfigError(
+            f"arch={cfg.arch} has no ImageNet weights; pick a torchvision network (resnet18, convnext_tiny, ...) "
+            "or give a .pth file"
+        )
+    if entry.fixed_resolution and cfg.resolution != entry.min_resolution:
+        raise ConfigError(
+            f"resolution={cfg.resolution}: arch={cfg.arch} runs at {entry.min_resolution} px only (its weights' "
+            f"input size); set resolution={entry.min_resolution}"
+        )
+    if cfg.resolution < entry.min_resolution:
+        raise ConfigError(
+            f"resolution={cfg.resolution} is too small for arch={cfg.arch}: it needs at least "
+            f"{entry.min_resolution} px; set resolution={entry.min_resolution} or more"
+        )
     if cfg.whiten_stem and not is_used("whiten_stem", cfg):
         whitening = ", ".join(name for name, entry in REGISTRY.items() if entry.whitens)
         raise ConfigError(f"whiten_stem=True needs a 2x2 patch stem ({whitening}); arch={cfg.arch} has none: clear it")

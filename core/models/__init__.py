@@ -18,15 +18,15 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from core import settings
+from core.models import torchvision_zoo as zoo
 from core.models.convnet_cifar import convnet_cifar
 from core.models.resnet_cifar import resnet18_cifar
 
@@ -98,6 +98,8 @@ class ModelEntry:
     split: Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]  # -> backbone, feature dim, last block
     summary: str
     whitens: bool = False  # its stem can be set from the labeled images (config field whiten_stem)
+    min_resolution: int = 16  # the smallest input side it runs at, px
+    fixed_resolution: bool = False  # it runs at min_resolution only (ViT's positional embeddings)
 
 
 def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]:
@@ -111,14 +113,8 @@ def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Mo
     return split
 
 
-def _split_resnet(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    dim = m.fc.in_features
-    m.fc = nn.Identity()
-    return m, dim, m.layer4
-
-
 def _split_features_pool(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    """mobilenet_v2, efficientnet_b0: features -> average pool -> flatten."""
+    """mobilenet_v2 as its recipes were measured: features -> average pool -> flatten (no dropout)."""
     dim = m.classifier[-1].in_features
     backbone = nn.Sequential(m.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
     return backbone, dim, m.features[-2:]
@@ -151,11 +147,14 @@ def _split_mobilenet_v2_stages(m: nn.Module) -> tuple[nn.Module, int, nn.Module]
     return PooledStages(m.features, MOBILENET_V2_TAPS), dim, m.features[-2:]
 
 
-def _split_mobilenet_v3(m: nn.Module) -> tuple[nn.Module, int, nn.Module]:
-    # Its penultimate layer (Linear 576 -> 1024 + Hardswish) sits in the classifier: keep it pretrained.
-    dim = m.classifier[-1].in_features
-    backbone = nn.Sequential(m.features, m.avgpool, nn.Flatten(1), *m.classifier[:-1])
-    return backbone, dim, m.features[-2:]
+def torchvision_entry(name: str, split=None, summary: str | None = None, tv_name: str | None = None) -> ModelEntry:
+    """A torchvision classifier (core.models.torchvision_zoo), split generically unless `split` is given."""
+    tv_name = tv_name or name
+    info = zoo.weights_info(tv_name)
+    return ModelEntry(
+        partial(zoo.build, tv_name), tv_name, split or zoo.split_classifier, summary or zoo.summary(tv_name),
+        min_resolution=max(16, info.min_size), fixed_resolution=info.fixed_size,
+    )  # fmt: skip
 
 
 REGISTRY: dict[str, ModelEntry] = {
@@ -165,31 +164,19 @@ REGISTRY: dict[str, ModelEntry] = {
     "convnet_cifar": ModelEntry(
         convnet_cifar, None, _split_cifar("block3"), "Fast 8-layer CNN for 32x32 (airbench-style), 2.0M", whitens=True
     ),
-    "resnet18": ModelEntry(
-        torchvision.models.resnet18, "resnet18", _split_resnet, "torchvision ResNet-18 (ImageNet), 11.7M"
-    ),
-    "mobilenet_v2": ModelEntry(
-        torchvision.models.mobilenet_v2, "mobilenet_v2", _split_features_pool, "MobileNetV2 (ImageNet), 3.5M"
-    ),
-    "mobilenet_v2_stages": ModelEntry(
-        torchvision.models.mobilenet_v2,
-        "mobilenet_v2",
+    "resnet18": torchvision_entry("resnet18", partial(zoo.split_classifier, last="layer4")),
+    # The offline stand-in's network (README, "Data and weights"): features -> average pool, as its recipes
+    # were measured, and the pooled features of five of its stages.
+    "mobilenet_v2": torchvision_entry("mobilenet_v2", _split_features_pool),
+    "mobilenet_v2_stages": torchvision_entry(
+        "mobilenet_v2_stages",
         _split_mobilenet_v2_stages,
         "MobileNetV2 (ImageNet), pooled features of five stages concatenated (1,920-d)",
-    ),
-    "mobilenet_v3_small": ModelEntry(
-        torchvision.models.mobilenet_v3_small,
-        "mobilenet_v3_small",
-        _split_mobilenet_v3,
-        "MobileNetV3-Small (ImageNet), 2.5M",
-    ),
-    "efficientnet_b0": ModelEntry(
-        torchvision.models.efficientnet_b0,
-        "efficientnet_b0",
-        _split_features_pool,
-        "EfficientNet-B0 (ImageNet), 5.3M",
-    ),
+        tv_name="mobilenet_v2",
+    ),  # fmt: skip
 }
+# Every other torchvision ImageNet classifier, from torchvision's own registry.
+REGISTRY |= {name: torchvision_entry(name) for name in zoo.torchvision_classifiers() if name not in REGISTRY}
 
 
 def list_models() -> list[str]:
@@ -235,16 +222,27 @@ def create_model(
     return SmallDataNet(InputAdapter(resolution, normalize), backbone, dim, num_classes, last)
 
 
-@lru_cache(maxsize=32)
+def shape_only(name: str, num_classes: int = 10) -> SmallDataNet:
+    """The model without its weights' values, for its sizes: built on the meta device, which allocates
+    nothing (ViT-H/14 would take 30 s to initialise); a builder that reads its own tensors (RegNet's) is
+    built for real."""
+    try:
+        with torch.device("meta"):
+            return create_model(name, num_classes)
+    except (NotImplementedError, RuntimeError):
+        return create_model(name, num_classes)
+
+
+@lru_cache(maxsize=128)
 def feature_dim(name: str) -> int:
     """Length of the feature vector the model's head reads (1,920 for mobilenet_v2_stages)."""
-    return create_model(name).feature_dim
+    return shape_only(name).feature_dim
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)
 def state_dict_bytes(name: str, num_classes: int = 10) -> int:
     """Bytes of a float32 state_dict of the model (what keep_weights writes beside a run)."""
-    model = create_model(name, num_classes)
+    model = shape_only(name, num_classes)
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
@@ -252,12 +250,13 @@ def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
     if entry.tv_name is None:
         raise ModelError(f"{name} has no ImageNet weights; train it from scratch or give a .pth file")
     try:
-        return torchvision.models.get_model(entry.tv_name, weights="DEFAULT")
+        return zoo.build(entry.tv_name, pretrained=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
+        info = zoo.weights_info(entry.tv_name)
         raise ModelError(
-            f"could not download torchvision's ImageNet weights for {name} ({err}). Without network, "
-            "use a local state_dict file instead (--weights path/to/file.pth, or put .pth files in "
-            f"{default_weights_dir()} and pick one in the app)."
+            f"could not download the ImageNet weights of {name} ({type(err).__name__}): without network, put "
+            f"{info.file_name} (from {info.url}) in {Path(torch.hub.get_dir()) / 'checkpoints'}, or give a "
+            f"state_dict file (--weights FILE.pth, or .pth files in {default_weights_dir()} to pick in the app)"
         ) from None
 
 

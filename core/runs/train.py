@@ -123,7 +123,8 @@ def failure_advice(err: BaseException) -> str:
         return f"out of memory ({text.splitlines()[0][:200]}): lower the batch size or the resolution"
     if isinstance(err, MemoryError):
         return "out of memory: lower the batch size, the resolution or the number of unlabeled images"
-    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
+    # The first line only (a traceback follows in the record); ours can be long, they say where to put a file.
+    return f"{type(err).__name__}: {text.splitlines()[0][:800] if text else ''}"
 
 
 def failed_record(
