@@ -152,9 +152,9 @@ with tab_gallery:
                 for col, e in zip(cols[1:], entry[end], strict=False):
                     if e["index"] >= len(splits.unlabeled_x):
                         continue  # a run on another dataset
-                    mark = "" if e["right"] is None else ("✓" if e["right"] else "✗")
-                    col.image(splits.unlabeled_x[e["index"]].permute(1, 2, 0).numpy(), width=56,
-                              caption=f"{mark} {e['confidence']:.2f}")  # fmt: skip
+                    col.image(splits.unlabeled_x[e["index"]].permute(1, 2, 0).numpy(), width=80)
+                    mark = "" if e["right"] is None else (":green[✓]" if e["right"] else ":red[✗]")
+                    col.markdown(f"{mark} {e['confidence']:.2f}")  # in colour: read from the back of a room
 
 with tab_stem:
     st.markdown(
@@ -166,7 +166,7 @@ with tab_stem:
         "+1.6 points on the validation split at the same speed (`benchmarks/whiten_stem.py`)."
     )
     n_lab = len(splits.labeled_y)
-    index = st.slider("Labeled image", 0, n_lab - 1, 0, key="stem_image")
+    index = st.slider(f"Labeled image (0 to {n_lab - 1})", 0, n_lab - 1, 0, key="stem_image")
     view = whitened(index, splits.fingerprint)
     s1, s2 = st.columns([3, 2])
     s1.altair_chart(spectrum_chart(view.variances), width="stretch")
@@ -181,7 +181,8 @@ with tab_stem:
                "uses each with both signs: 24 channels.")  # fmt: skip
     cols = st.columns(12)
     for i, col in enumerate(cols):
-        col.image(view.filters[i], width=48, caption=str(i + 1))
+        # Filter 1 is brightness: every weight positive, so all white; its caption says so, or it looks empty.
+        col.image(view.filters[i], width=48, caption="1: brightness" if i == 0 else str(i + 1))
     st.caption(f"Labeled image {index} ({classes[int(splits.labeled_y[index])]}) and what each filter makes of it:")
     cols = st.columns(13)
     cols[0].image(splits.labeled_x[index].permute(1, 2, 0).numpy(), width=72, caption="image")

@@ -390,6 +390,8 @@ def test_why_page_draws_the_maps_replays_spreading_and_shows_the_gallery_and_the
     assert len(counts) == 3 and all("5 accepted" in c for c in counts)  # per_class=5 of each class
     # Each class: its 5 accepted images (all "most confident"); the stem's 12 filters, an image, its 12 channels.
     assert len(at.image) == 3 * 5 + 12 + 1 + 12
+    marks = [m.value for m in at.markdown if m.value.startswith((":green[✓] ", ":red[✗] "))]
+    assert len(marks) == 3 * 5  # each pseudo-label's mark, in colour
     at.slider(key="stem_image").set_value(4).run()
     assert not at.exception, at.exception
     assert any("Labeled image 4 (" in c.value for c in at.caption)

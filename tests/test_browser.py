@@ -111,9 +111,16 @@ def open_tiny_notebook_recipe(page) -> None:
     page.get_by_role("combobox", name="Preset").click()
     page.get_by_role("option", name="notebook").click()
     time.sleep(1.0)
-    page.get_by_role("combobox", name="Architecture").click()
-    page.get_by_role("option", name="tiny_cnn", exact=False).click()
+    pick_architecture(page, "tiny_cnn")
     time.sleep(1.0)
+
+
+def pick_architecture(page, name: str) -> None:
+    """The list holds every torchvision classifier (over 80, drawn a screenful at a time): typed, as a person
+    looking for one would."""
+    page.get_by_role("combobox", name="Architecture").click()
+    page.keyboard.type(name)
+    page.get_by_role("option", name=name, exact=False).first.click()
 
 
 @pytest.mark.slow
@@ -157,6 +164,13 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         no_exception(page)
 
         open_tiny_notebook_recipe(page)
+        expect(page.get_by_text(re.compile(r"no ImageNet weights .* parameters")).first).to_be_visible()
+        pick_architecture(page, "convnext_tiny")  # any torchvision backbone, with its facts from the metadata
+        expect(page.get_by_text(re.compile(r"ImageNet top-1 82\.5% .* 28\.6M parameters")).first).to_be_visible(
+            timeout=30_000
+        )
+        pick_architecture(page, "tiny_cnn")
+        settled(page)
         set_number(page, "Learning rate", "0.001")
         set_number(page, "Epochs", "3000")
         set_number(page, "Test check every N epochs (0: off)", "1")

@@ -54,3 +54,19 @@ def test_runs_of_different_recipes_never_pool_under_one_label():
     b.config = b.config.with_(lr=b.config.lr / 10)  # the label shows no learning rate
     frame = accuracy_frame([a, b])
     assert frame["configuration"].nunique() == 2 and len(accuracy_summary(frame)) == 2
+
+
+def test_a_feature_maps_long_title_wraps_and_its_legend_keeps_every_class():
+    import numpy as np
+
+    from core.views.charts import feature_map_chart, map_frame
+
+    classes = [f"class {i}" for i in range(10)]
+    frame = map_frame(np.zeros((20, 2)), [classes[i % 10] for i in range(20)], 10, [""] * 20)
+    spec = feature_map_chart(frame, "after 20 iterations (mobilenet_v2, ImageNet (mobilenet_v2_imagenet.pth))",
+                             classes).to_dict()  # fmt: skip
+    lines = spec["title"]["text"]
+    assert len(lines) >= 2 and all(len(line) <= 40 for line in lines) and " ".join(lines).startswith("after 20")
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["columns"] == 3 and legend["labelLimit"] == 0
+    assert spec["layer"][0]["encoding"]["color"]["scale"]["domain"] == classes

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, no_exception, serve, settled
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, no_exception, pick_architecture, serve, settled
 from tests.test_datasets import COLOURS, class_folders, make_zip, photo
 
 
@@ -41,8 +41,7 @@ def start(page, method: str, runs_dir: Path) -> None:
     expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
     page.get_by_text(method, exact=True).first.click()
     time.sleep(1.0)
-    page.get_by_role("combobox", name="Architecture").click()
-    page.get_by_role("option", name="tiny_cnn", exact=False).click()
+    pick_architecture(page, "tiny_cnn")
     settled(page)
     expect(page.get_by_text("has no test set").first).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Start").click()

@@ -178,3 +178,14 @@ def test_two_processes_saving_the_same_runs_at_once_lose_nothing(tmp_path):
     final = RunStore(tmp_path)
     assert sorted(r.run_id for r in final.runs()) == ["other", *names] and final.warnings == []
     assert all(r.metrics.test_acc == 0.9 for r in final.runs() if r.run_id != "other")  # each one rewritten
+
+
+def test_a_run_that_changed_its_preset_is_not_labelled_as_the_preset():
+    from core.methods.registry import preset
+    from core.views.tables import preset_label
+
+    recommended = preset("scratch", "recommended")
+    assert preset_label(recommended.with_(seed=4, eval_every=0)) == "recommended"  # per-run fields do not count
+    assert preset_label(recommended.with_(epochs=60)) == "recommended, epochs changed"
+    assert preset_label(recommended.with_(epochs=60, lr=0.5, momentum=0.5)) == "recommended, epochs, lr ... changed"
+    assert preset_label(recommended.with_(preset="")) == "custom"

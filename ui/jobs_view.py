@@ -42,7 +42,7 @@ def show_refusal() -> None:
 def _curves(job_id: int, rows: int, _job: JobInfo):
     """The learning-curve chart of a job with `rows` rows: rebuilt only when a row arrives."""
     record = RunRecord(run_id=f"job-{job_id}", status="finished", config=_job.cfg, history=list(_job.history[:rows]))
-    return learning_curves(history_frame([record]), height=160)
+    return learning_curves(history_frame([record]), height=160, width=200)  # three panels within a card
 
 
 def _saved(run_id: str) -> RunRecord | None:
@@ -80,6 +80,9 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
         st.progress(progress.fraction, text=progress.text)
     if job.history and job.kind == "train":
         st.altair_chart(_curves(job.job_id, len(job.history), job), width="content")
+        if job.cfg.eval_every and any(row.get("test_acc") is not None for row in job.history):
+            st.caption(f"test_acc: a check every {job.cfg.eval_every} {job.history[-1].get('unit', 'epoch')}s on "
+                       f"{job.cfg.eval_subset:,} test images; the full test pass comes at the end.")  # fmt: skip
     record = _saved(job.run_id) if job.done and job.run_id and job.kind == "train" else None
     if record is not None and record.metrics.test_acc is not None:
         m = record.metrics

@@ -148,6 +148,21 @@ def preset(method: str, name: str, **overrides: Any) -> TrainConfig:
     return validate(cfg)
 
 
+# Fields that vary between runs of one recipe, or say where it ran: a run that changed them is still its preset.
+PER_RUN = ("seed", "device", "precision", "eval_every", "eval_subset", "n_labeled", "preset")
+
+
+def changed_from_preset(cfg: TrainConfig) -> list[str]:
+    """The fields in which cfg's experiment is not its preset's (a 60-epoch run of a 30-epoch preset:
+    ["epochs"]); [] when it is the preset, or names none."""
+    try:
+        named = canonical(preset(cfg.method, cfg.preset))
+    except ConfigError:  # no preset, a custom one, or a method since unregistered
+        return []
+    ours = canonical(cfg)
+    return [f for f in FIELD_SPECS if f not in PER_RUN and getattr(ours, f) != getattr(named, f)]
+
+
 def default_preset(method: str) -> str:
     presets = list(get_method(method).presets)
     return "recommended" if "recommended" in presets else presets[0]

@@ -43,7 +43,8 @@ def backbone_facts(arch: str, resolution: int, seconds_per_image: float | None) 
         info = zoo.weights_info(entry.tv_name)
         top1 = f"ImageNet top-1 {info.top1:.1f}%" if info.top1 is not None else "ImageNet weights"
         parts = [f"{top1} ({info.name}, at {info.min_size} px)"]
-    parts.append(f"{parameter_count(arch) / 1e6:.1f}M parameters")
+    count = parameter_count(arch)
+    parts.append(f"{count / 1e6:.1f}M parameters" if count >= 1e5 else f"{count:,} parameters")
     if seconds_per_image:
         parts.append(f"this machine: {1 / seconds_per_image:,.0f} images/s at {resolution} px (measured)")
     else:

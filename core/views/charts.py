@@ -5,6 +5,8 @@ They hold no Streamlit: the pages render them, the tests inspect their `to_dict(
 
 from __future__ import annotations
 
+import textwrap
+
 import altair as alt
 import pandas as pd
 
@@ -36,7 +38,7 @@ def history_frame(runs: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "epoch", "metric", "value"])
 
 
-def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
+def learning_curves(frame: pd.DataFrame, height: int = 220, width: int = 260) -> alt.Chart:
     """Loss and accuracy against epochs, coloured by run; hovering a run highlights it."""
     hover = alt.selection_point(fields=["run"], on="pointerover", clear="pointerout")
     base = alt.Chart(frame).encode(
@@ -48,7 +50,7 @@ def learning_curves(frame: pd.DataFrame, height: int = 220) -> alt.Chart:
     )
     lines = base.mark_line(point=alt.OverlayMarkDef(size=18)).add_params(hover)
     return (
-        lines.properties(height=height, width=260)
+        lines.properties(height=height, width=width)
         .facet(column=alt.Column("metric:N", title=None, sort=["train_loss", "train_acc", "test_acc"]))
         .resolve_scale(y="independent")
     )
@@ -217,14 +219,18 @@ def feature_map_chart(frame: pd.DataFrame, title: str, classes: list[str], heigh
     scheme = alt.Scale(domain=domain, range=[*CLASS_COLORS[: len(classes)], "#d0d0d0"][: len(domain)])
     base = alt.Chart(frame).encode(
         x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
-        color=alt.Color("class:N", scale=scheme, legend=alt.Legend(title=None, orient="bottom", columns=6)),
+        # Three columns: three maps side by side leave each too narrow for a 10-class legend on one row.
+        color=alt.Color("class:N", scale=scheme, legend=alt.Legend(title=None, orient="bottom", columns=3,
+                                                                   labelLimit=0, symbolLimit=0)),
         tooltip=["image", "class:N", "point:N"],
     )  # fmt: skip
     others = base.transform_filter(alt.datum.point == "other").mark_circle(size=14, opacity=0.7)
     labeled = base.transform_filter(alt.datum.point == "labeled").mark_point(
         size=130, filled=True, stroke="black", strokeWidth=1, shape="diamond"
     )
-    return (others + labeled).properties(title=title, height=height)
+    # A title in lines of at most 40 characters: a narrow map would cut a long one off ("after 20 iter...").
+    lines = textwrap.wrap(title, 40) or [""]
+    return (others + labeled).properties(title=alt.TitleParams(lines, limit=0), height=height)
 
 
 CLASS_COLORS = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6",

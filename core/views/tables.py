@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from core.config import TrainConfig
+from core.methods.registry import changed_from_preset
 from core.runs.record import RunRecord
 from core.views.board import distinct_labels, recipe_key
 
@@ -26,7 +28,7 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
                 "owner": r.owner,
                 "method": c.method,
                 "model": c.arch,
-                "preset": c.preset,
+                "preset": preset_label(c),
                 "augment": c.augment or "none",
                 "epochs": epochs_trained(r),
                 "seed": c.seed,
@@ -43,6 +45,14 @@ def runs_frame(runs: list[RunRecord]) -> pd.DataFrame:
     columns = ["run_id", "owner", "method", "model", "preset", "augment", "epochs", "seed", "train_acc",
                "test_acc", "seconds", "status", "dataset", "scored_by", "date", "config_hash"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def preset_label(cfg: TrainConfig) -> str:
+    """A run's preset as a table names it: "recommended, epochs changed" when the run is not the preset."""
+    changed = changed_from_preset(cfg)
+    if not changed:
+        return cfg.preset or "custom"
+    return f"{cfg.preset}, {', '.join(changed[:2])}{' ...' if len(changed) > 2 else ''} changed"
 
 
 def dataset_name(r: RunRecord) -> str:
