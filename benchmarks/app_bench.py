@@ -3,11 +3,13 @@ import): prints one JSON object.
 
 - rerun: the Train page's script time (AppTest) while a run trains in a worker process, and idle
   afterwards with the same job on the page;
-- browser: the same run from the CLI, and queued in the app with its Train page open in Chromium;
+- browser: three recipes (the notebook's scratch and transfer, labelspread recommended cold) from the CLI,
+  through the queue with no page open, and queued in the app with its Train page open in Chromium;
 - why: the Streamlit server process's own CPU seconds while a cold feature map (an empty feature cache)
   is computed end to end, from the Compute click to both maps drawn in Chromium (a worker computes it).
 
-Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--weights-dir DIR] [--epochs N] [--quick]
+Usage: python benchmarks/app_bench.py --dataset DIR --cache-dir DIR [--weights-dir DIR] [--epochs N] [--recipes A,B]
+       [--parts rerun,browser,why] [--quick]
 """
 
 from __future__ import annotations
@@ -116,38 +118,93 @@ def open_when_up(page, url: str) -> None:
             time.sleep(0.5)
 
 
-def browser_vs_cli(dataset: str, cache: Path, epochs: int) -> dict[str, float]:
-    from playwright.sync_api import sync_playwright
+# The three recipes of the app-vs-CLI check (issue 27): (method, preset, overrides, needs weights, cold).
+# "cold": each context starts from an empty feature cache (the decoded images are shared), as a first run does.
+RECIPES = {
+    "scratch_notebook": ("scratch", "notebook", {"eval_every": 0}, False, False),
+    "transfer_notebook": ("transfer", "notebook", {}, True, False),
+    "labelspread_recommended_cold": ("labelspread", "recommended", {}, True, True),
+}
 
-    args = ["--method", "scratch", "--preset", "notebook", "--epochs", str(epochs), "--eval-every", "0"]
-    cli_runs = Path(tempfile.mkdtemp(prefix="bench-cli-"))
-    out = subprocess.run([sys.executable, "-m", "core", "train", *args, "--dataset", dataset, "--runs-dir",
-                          str(cli_runs), "--cache-dir", str(cache), "--json"],
+
+def recipe_config(name: str, epochs: int | None, weights: str):
+    method, preset_name, overrides, needs_weights, _cold = RECIPES[name]
+    overrides = overrides | ({"weights": weights} if needs_weights else {})
+    if epochs and method == "scratch":
+        overrides["epochs"] = epochs
+    return preset(method, preset_name, **overrides)
+
+
+def config_flags(cfg) -> list[str]:
+    """The CLI flags of cfg's non-default fields (its method and preset first)."""
+    from core.config import CLI_ALIASES, TrainConfig
+
+    base, flags = TrainConfig(), ["--method", cfg.method, "--preset", cfg.preset]
+    for name, value in cfg.to_dict().items():
+        if name in ("method", "preset") or value == getattr(base, name):
+            continue
+        flag = "--" + CLI_ALIASES.get(name, name).replace("_", "-")
+        flags += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
+    return flags
+
+
+def fresh_cache(cache: Path, cold: bool) -> Path:
+    """The shared cache, or (cold) a new one holding only its decoded images: features start empty."""
+    if not cold:
+        return cache
+    fresh = Path(tempfile.mkdtemp(prefix="bench-cold-"))
+    for decoded in Path(cache).glob("folder-*.pt"):
+        (fresh / decoded.name).symlink_to(decoded.resolve())
+    return fresh
+
+
+def through_cli(cfg, dataset: str, cache: Path, queued: bool) -> float:
+    """A run's seconds from `python -m core train`, or (queued) `python -m core submit --wait`: a worker."""
+    runs = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    command = ["submit", "--wait"] if queued else ["train", "--json"]
+    out = subprocess.run([sys.executable, "-m", "core", *command, *config_flags(cfg), "--dataset", dataset,
+                          "--runs-dir", str(runs), "--cache-dir", str(cache)],
                          capture_output=True, text=True, cwd=ROOT, check=True)  # fmt: skip
-    cli_s = json.loads(out.stdout)["seconds"]
-    log(f"  CLI run: {cli_s:.1f}s")
+    return json.loads(out.stdout)["seconds"]
+
+
+def with_page_open(cfg, dataset: str, cache: Path) -> float:
+    """A run's seconds queued in the app, its Train page open in Chromium the whole time."""
+    from playwright.sync_api import sync_playwright
 
     runs = Path(tempfile.mkdtemp(prefix="bench-app-"))
     env = {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
-    with served_app(env) as url:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            open_when_up(page, f"{url}/train")
-            page.get_by_role("heading", name="Train").wait_for(timeout=120_000)
-            # Queued as the Start button does; the server's own supervisor starts the worker.
-            reg = Supervisor(runs, dataset, cache_dir=cache, start=False)
-            cfg = preset("scratch", "notebook", epochs=epochs, eval_every=0)
-            job = reg.submit(cfg, by=ME)
-            page.reload()
-            page.get_by_text(f"Job {job.job_id}").first.wait_for(timeout=120_000)
-            while not reg.get(job.job_id).done:
-                time.sleep(0.5)
-            page.get_by_text("saved as").first.wait_for(timeout=60_000)
-            browser.close()
-        app_s = reg.store.load(reg.get(job.job_id).run_id).timings["total_s"]
-    log(f"  app run with its Train page open in Chromium: {app_s:.1f}s")
-    return {"cli_s": cli_s, "app_open_page_s": app_s, "app_vs_cli": app_s / cli_s}
+    with served_app(env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        open_when_up(page, f"{url}/train")
+        page.get_by_role("heading", name="Train").wait_for(timeout=300_000)
+        # Queued as the Start button does; the server's own supervisor starts the worker.
+        reg = Supervisor(runs, dataset, cache_dir=cache, start=False)
+        job = reg.submit(cfg, by=ME)
+        page.reload()
+        page.get_by_text(f"Job {job.job_id}").first.wait_for(timeout=120_000)
+        while not reg.get(job.job_id).done:
+            time.sleep(0.5)
+        page.get_by_text("saved as").first.wait_for(timeout=60_000)
+        browser.close()
+    return reg.store.load(reg.get(job.job_id).run_id).timings["total_s"]
+
+
+def app_vs_cli(dataset: str, cache: Path, epochs: int | None, weights: str, recipes: list[str]) -> dict:
+    """Each recipe from the CLI, through the queue with no page open, and with its Train page open: seconds and
+    the two ratios to the CLI (each context cold where the recipe is)."""
+    out = {}
+    for name in recipes:
+        cfg, cold = recipe_config(name, epochs, weights), RECIPES[name][4]
+        cli_s = through_cli(cfg, dataset, fresh_cache(cache, cold), queued=False)
+        queue_s = through_cli(cfg, dataset, fresh_cache(cache, cold), queued=True)
+        page_s = with_page_open(cfg, dataset, fresh_cache(cache, cold))
+        log(f"  {name}: CLI {cli_s:.1f}s, queue {queue_s:.1f}s ({queue_s / cli_s:.2f}x), Train page open "
+            f"{page_s:.1f}s ({page_s / cli_s:.2f}x)")  # fmt: skip
+        out |= {f"{name}_cli_s": cli_s, f"{name}_queue_s": queue_s, f"{name}_page_open_s": page_s,
+                f"{name}_queue_vs_cli": queue_s / cli_s, f"{name}_page_vs_cli": page_s / cli_s}  # fmt: skip
+    return out
 
 
 def why_map_server_cpu(dataset: str, cache: Path, weights_dir: str) -> dict[str, float]:
@@ -196,7 +253,9 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", required=True)
     p.add_argument("--cache-dir", required=True)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help="scratch's epochs (default: the notebook preset's)")
+    p.add_argument("--weights", default=None, help="the transfer recipes' .pth (default: mobilenet_v2*.pth there)")
+    p.add_argument("--recipes", default=None, help=f"comma-separated, of {', '.join(RECIPES)} (default: all)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--weights-dir", default=None, help="a folder with the ImageNet checkpoint, for the Why map")
     p.add_argument("--parts", default="rerun,browser,why")
@@ -209,7 +268,9 @@ def main() -> int:
     if "rerun" in parts:
         result |= rerun_while_training(a.dataset, cache, 3 if a.quick else 7)
     if "browser" in parts:
-        result |= browser_vs_cli(a.dataset, cache, 1 if a.quick else a.epochs)
+        weights = a.weights or str(next(Path(a.weights_dir or ROOT / "weights").glob("mobilenet_v2*.pth"), ""))
+        recipes = a.recipes.split(",") if a.recipes else list(RECIPES)
+        result |= app_vs_cli(a.dataset, cache, 1 if a.quick else a.epochs, weights, recipes)
     print(json.dumps(result))
     return 0
 

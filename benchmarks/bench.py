@@ -239,7 +239,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
             ],
         ),  # fmt: skip
         "estimate": (
-            "Time estimate against the run (target: ratio within 0.7-1.3)",
+            "Time estimate against the run (target: ratio within 0.75-1.25)",
             ["name", "estimate_s", "actual_s", "ratio"],
         ),  # fmt: skip
         "seeds": ("Many seeds at once (core.runs.multiseed)", ["name", "value"]),
