@@ -168,13 +168,27 @@ def through_cli(cfg, dataset: str, cache: Path, queued: bool) -> float:
     return json.loads(out.stdout)["seconds"]
 
 
-def with_page_open(cfg, dataset: str, cache: Path) -> float:
-    """A run's seconds queued in the app, its Train page open in Chromium the whole time."""
+def chromium_cpu_seconds() -> float:
+    """CPU time of every Chromium process now alive (user + system), from /proc."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"chromium" in (proc / "cmdline").read_bytes():
+                total += cpu_seconds(int(proc.name))
+        except OSError:
+            continue
+    return total
+
+
+def with_page_open(cfg, dataset: str, cache: Path) -> tuple[float, float, float]:
+    """A run's seconds queued in the app, its Train page open in Chromium the whole time; and the CPU seconds
+    the Streamlit server and Chromium spent meanwhile (on the same cores as the run)."""
     from playwright.sync_api import sync_playwright
 
     runs = Path(tempfile.mkdtemp(prefix="bench-app-"))
     env = {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cache)}
-    with served_app(env) as url, sync_playwright() as p:
+    pid: list[int] = []
+    with served_app(env, pid) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         open_when_up(page, f"{url}/train")
@@ -184,11 +198,13 @@ def with_page_open(cfg, dataset: str, cache: Path) -> float:
         job = reg.submit(cfg, by=ME)
         page.reload()
         page.get_by_text(f"Job {job.job_id}").first.wait_for(timeout=120_000)
+        server_before, chromium_before = cpu_seconds(pid[0]), chromium_cpu_seconds()
         while not reg.get(job.job_id).done:
             time.sleep(0.5)
+        server_s, chromium_s = cpu_seconds(pid[0]) - server_before, chromium_cpu_seconds() - chromium_before
         page.get_by_text("saved as").first.wait_for(timeout=60_000)
         browser.close()
-    return reg.store.load(reg.get(job.job_id).run_id).timings["total_s"]
+    return reg.store.load(reg.get(job.job_id).run_id).timings["total_s"], server_s, chromium_s
 
 
 def app_vs_cli(dataset: str, cache: Path, epochs: int | None, weights: str, recipes: list[str]) -> dict:
@@ -199,11 +215,13 @@ def app_vs_cli(dataset: str, cache: Path, epochs: int | None, weights: str, reci
         cfg, cold = recipe_config(name, epochs, weights), RECIPES[name][4]
         cli_s = through_cli(cfg, dataset, fresh_cache(cache, cold), queued=False)
         queue_s = through_cli(cfg, dataset, fresh_cache(cache, cold), queued=True)
-        page_s = with_page_open(cfg, dataset, fresh_cache(cache, cold))
+        page_s, server_s, chromium_s = with_page_open(cfg, dataset, fresh_cache(cache, cold))
         log(f"  {name}: CLI {cli_s:.1f}s, queue {queue_s:.1f}s ({queue_s / cli_s:.2f}x), Train page open "
-            f"{page_s:.1f}s ({page_s / cli_s:.2f}x)")  # fmt: skip
+            f"{page_s:.1f}s ({page_s / cli_s:.2f}x; meanwhile the server's CPU {server_s:.1f}s, Chromium's "
+            f"{chromium_s:.1f}s)")  # fmt: skip
         out |= {f"{name}_cli_s": cli_s, f"{name}_queue_s": queue_s, f"{name}_page_open_s": page_s,
-                f"{name}_queue_vs_cli": queue_s / cli_s, f"{name}_page_vs_cli": page_s / cli_s}  # fmt: skip
+                f"{name}_queue_vs_cli": queue_s / cli_s, f"{name}_page_vs_cli": page_s / cli_s,
+                f"{name}_server_cpu_s": server_s, f"{name}_chromium_cpu_s": chromium_s}  # fmt: skip
     return out
 
 

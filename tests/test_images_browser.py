@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, ROOT, no_exception, pick_architecture, serve, settled
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    no_exception,
+    pick_architecture,
+    serve,
+    set_number,
+    settled,
+)
 from tests.test_datasets import COLOURS, class_folders, make_zip, photo
 
 
@@ -35,8 +44,9 @@ def upload(page, path: Path) -> None:
     no_exception(page)
 
 
-def start(page, method: str, runs_dir: Path) -> None:
-    """Train: `method` on the tiny test network with its default preset; waits for its cross-validated run."""
+def start(page, method: str, runs_dir: Path, epochs: str | None = None) -> None:
+    """Train: `method` on the tiny test network with its default preset (epochs: fewer than the preset's);
+    waits for its cross-validated run."""
     page.get_by_role("link", name="Train").first.click()
     expect(page.get_by_role("heading", name="Train")).to_be_visible(timeout=30_000)
     page.get_by_text(method, exact=True).first.click()
@@ -44,6 +54,9 @@ def start(page, method: str, runs_dir: Path) -> None:
     pick_architecture(page, "tiny_cnn")
     settled(page)
     expect(page.get_by_text("has no test set").first).to_be_visible(timeout=30_000)
+    if epochs:
+        set_number(page, "Epochs", epochs)
+        settled(page)
     page.get_by_role("button", name="Start").click()
     from core.runs.store import RunStore
 
@@ -113,7 +126,7 @@ def test_own_images_from_upload_to_cross_validated_runs_in_a_browser(images_serv
         no_exception(page)
         page.screenshot(path=shots / "own-labelling.png")
 
-        start(page, "scratch", runs_dir)
+        start(page, "scratch", runs_dir, epochs="40")  # its preset's 720 epochs six times (5 folds and all) take 35 s
         page.get_by_role("combobox", name="Dataset").click()  # back to the first upload, from the sidebar
         page.get_by_role("option", name="photos").click()
         settled(page)

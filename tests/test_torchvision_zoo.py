@@ -21,7 +21,7 @@ CLASSIFIERS = zoo.torchvision_classifiers()
 # RegNet-Y-128GF: 12 s). The fast tier builds the networks up to MEDIUM parameters; the full suite the ones
 # up to LARGE too, and the largest (ViT-L and -H, ConvNeXt-L, VGG...; the same builders at larger widths)
 # on the meta device: built and run shape for shape, with no values.
-MEDIUM, LARGE = 30e6, 100e6
+MEDIUM, LARGE = 15e6, 100e6
 
 
 def backbone_cases():
