@@ -230,3 +230,18 @@ def test_a_semi_estimate_counts_the_work_its_run_does(method, overrides, splits,
     done = count_work(monkeypatch, cfg, splits, tmp_path / "cache")
     expected = {kind: get_method(method).estimate(cfg, sizes, UnitTiming(kind)) for kind in done}
     assert expected == pytest.approx(done), (expected, done)
+
+
+def test_the_quick_presets_are_the_recommended_recipes_with_less_to_compute():
+    from core.methods.registry import preset
+
+    def cost(c):  # image passes of the features' extraction, and training epochs
+        return ((c.n_unlabeled if c.method == "labelspread" else 0) + 10_000) * c.resolution**2 * (
+            2 if c.flip_features else 1
+        ), c.epochs
+
+    for method in ("scratch", "transfer", "labelspread"):
+        quick, recommended = preset(method, "quick"), preset(method, "recommended")
+        assert quick.arch == recommended.arch and quick.preset == "quick"
+        assert cost(quick) < cost(recommended) or quick.epochs < recommended.epochs, method
+    assert preset("scratch", "quick").epochs < preset("scratch", "recommended").epochs
