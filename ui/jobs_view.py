@@ -98,20 +98,21 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
 
 
 @st.cache_data(max_entries=200, show_spinner=False)
-def _estimate_at_start(job_id: int, cfg_json: str, source: str, stamp: str) -> float | None:
-    """A run's estimate as first asked while it runs (at its Start): kept, so that the features it has cached
-    since do not shrink it (cached features cost nothing in the estimate of a next run)."""
-    try:
-        splits = get_splits(source, stamp)
-        return estimate_seconds(TrainConfig.from_json(cfg_json), splits, cache_dir=settings().cache_dir, busy=True)
-    except Exception:  # unknown step times, a dataset gone: no ETA before the first row rather than a wrong one
-        return None
+def _estimate_at_start(job_id: int, cfg_json: str, source: str) -> float:
+    """A run's estimate as first asked while it runs (at its Start), on the dataset it runs on: kept, so that
+    the features it has cached since do not shrink it (cached features cost nothing in the next run's
+    estimate). Raises where there is none yet: an exception is not cached, so it is asked again."""
+    return estimate_seconds(TrainConfig.from_json(cfg_json), get_splits(source), cache_dir=settings().cache_dir,
+                            busy=True)  # fmt: skip
 
 
 def start_estimate(job: JobInfo) -> float | None:
-    from ui.datasets import active
-
-    return _estimate_at_start(job.job_id, job.cfg.to_json(), *active()) if job.kind == "train" else None
+    if job.kind != "train":
+        return None
+    try:
+        return _estimate_at_start(job.job_id, job.cfg.to_json(), job.dataset)
+    except Exception:  # unknown step times, a dataset gone: no ETA before the first row rather than a wrong one
+        return None
 
 
 REFRESH_S = 3.0  # the live job list's shortest interval between reruns
