@@ -115,20 +115,20 @@ def start_estimate(job: JobInfo) -> float | None:
         return None
 
 
-REFRESH_S = 3.0  # the live job list's shortest interval between reruns
+REFRESH_S = 2.0  # the live job list's interval between reruns in a phase without rows
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
-    """Rerun about once per row of the fastest running job, between 3 and 10 s, and every 3 s in a
+    """Rerun about once per row of the fastest running job, between 1 and 10 s, and every 2 s in a
     phase without rows (features, the final test pass); None when idle. Every rerun costs the CPU
     that trains, the server's and the browser's: on 2 cores, a redraw per second of a page slowed its own
-    run tenfold, and at one per 2 s the page and Chromium (3.4 s of its CPU in a 42 s run) still cost 11-22%
-    (benchmarks/app_bench.py)."""
+    run tenfold. At one per 2 s the server and Chromium used 1.8 and 3.4 s of CPU in a 42 s run; at one per
+    3 s, 1.45 and 2.9 s, for the same run time (benchmarks/app_bench.py, one run each), so it stays at 2."""
     active = [j for j in jobs if not j.done]
     if not active:
         return None
     per_row = [j.history[-1]["seconds"] / len(j.history) for j in active if j.history]
-    return min(10.0, max(REFRESH_S, min(per_row))) if per_row else REFRESH_S
+    return min(10.0, max(1.0, min(per_row))) if per_row else REFRESH_S
 
 
 def _job_seconds(job: JobInfo, splits: Splits, typical: float) -> float:
