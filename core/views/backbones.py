@@ -15,7 +15,7 @@ import pandas as pd
 from core.models import REGISTRY, shape_only
 from core.models import torchvision_zoo as zoo
 from core.runs.record import RunRecord
-from core.views.board import distinct_labels, recipe_key
+from core.views.charts import accuracy_frame
 
 STAND_IN_NOTE = (
     "Offline, ImageNet weights exist only for the MobileNetV2 stand-in (converted from an 8-bit TFLite model); "
@@ -59,16 +59,12 @@ def weights_label(weights: str) -> str:
     return f"file {Path(weights).name}" if weights else "random init"
 
 
+def backbone_label(r: RunRecord) -> str:
+    c = r.config
+    return f"{c.arch} · {weights_label(c.weights)} · {c.finetune} · {c.resolution} px"
+
+
 def pretraining_frame(runs: list[RunRecord]) -> pd.DataFrame:
     """One row per transfer run with an accuracy, labelled by its backbone, weights and fine-tuning; seeds
     of one recipe pool (columns: configuration, seed, test_acc, as charts.accuracy_bars reads)."""
-    rows = [
-        {"configuration": f"{r.config.arch} · {weights_label(r.config.weights)} · {r.config.finetune} "
-                          f"· {r.config.resolution} px",
-         "seed": r.config.seed, "test_acc": r.metrics.test_acc,
-         "key": recipe_key(r.config, r.dataset.get("fingerprint", ""))}
-        for r in runs
-        if r.config.method == "transfer" and r.metrics.test_acc is not None
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["configuration", "seed", "test_acc", "key"])
-    return distinct_labels(frame, "configuration").drop(columns=["key"])
+    return accuracy_frame([r for r in runs if r.config.method == "transfer"], label=backbone_label)

@@ -56,10 +56,12 @@ def learning_curves(frame: pd.DataFrame, height: int = 220, width: int = 260) ->
     )
 
 
-def accuracy_frame(runs: list[RunRecord]) -> pd.DataFrame:
-    """One row per run with a test accuracy, labelled by its recipe (runs that differ only by seed pool)."""
+def accuracy_frame(runs: list[RunRecord], label=None) -> pd.DataFrame:
+    """One row per run with a test accuracy, labelled by its recipe (runs that differ only by seed pool);
+    label: how a run reads (default config_label)."""
+    label = label or config_label
     rows = [
-        {"configuration": config_label(r), "seed": r.config.seed, "test_acc": r.metrics.test_acc,
+        {"configuration": label(r), "seed": r.config.seed, "test_acc": r.metrics.test_acc,
          "key": recipe_key(r.config, r.dataset.get("fingerprint", ""))}
         for r in runs
         if r.metrics.test_acc is not None
