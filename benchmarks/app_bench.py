@@ -28,11 +28,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.access import SINGLE_USER as ME
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.access import SINGLE_USER as ME  # noqa: E402
 from core.jobs.supervisor import Supervisor  # noqa: E402
 from core.methods.registry import preset  # noqa: E402
 

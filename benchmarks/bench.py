@@ -4,8 +4,8 @@ Writes `report.md` and `results.csv` into --out:
 1. engine speed on the notebook's own recipe: its loop (benchmarks.notebook_loop) against our engine,
    side by side in one process on one device;
 2. throughput: evaluation images/s per model and resolution, feature extraction images/s;
-3. accuracy per budget: each method's `recommended` preset over 3 seeds, mean and std, wall time
-   cold and cached, and the time estimate against each run;
+3. accuracy per budget (benchmarks.bench_presets): every preset of every method and the notebook's four
+   experiments over 3 seeds, mean and std, seconds cold and cached, and the time estimate against each run;
 4. many seeds: five seeds of the scratch recipe trained together (core.runs.multiseed, stacked) against
    the same five trained alone, end to end and training only;
 5. jobs and app (benchmarks.bench_jobs): two jobs at once vs one, Stop latency, the Train page's rerun
@@ -26,12 +26,12 @@ from typing import Any
 import torch
 
 from benchmarks.bench_jobs import app_measurements, class_measurements, stop_latency, two_jobs_at_once
+from benchmarks.bench_presets import presets_part
 from benchmarks.notebook_loop import run_notebook_loop
 from core.data.load import default_cache_dir, load_splits
 from core.engine.device import device_name, resolve_device, use_bf16
 from core.methods import frozen as feat
 from core.methods.registry import preset
-from core.methods.step_timings import estimate_seconds
 from core.models import create_model
 from core.runs.multiseed import fit_seeds
 from core.runs.train import fit
@@ -115,48 +115,6 @@ def throughput(splits, weights: str, n_images: int, device: str) -> list[dict[st
     return rows
 
 
-def accuracy_per_budget(splits, weights: str, seeds: int, quick: bool, device: str, cache_dir) -> list[dict]:
-    log(f"[3/5] recommended presets, {seeds} seed(s)")
-    rows = []
-    for method in ("scratch", "transfer", "labelspread"):
-        overrides: dict[str, Any] = {"device": device}
-        if method != "scratch":
-            overrides["weights"] = weights
-        if quick:
-            overrides |= {"epochs": 2, "warmup_epochs": 0, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}
-        results, estimates = [], []
-        for seed in range(seeds):
-            cfg = preset(method, "recommended", seed=seed, **overrides)
-            estimates.append(estimate_seconds(cfg, splits, cache_dir))  # before the run: its cache state
-            t = time.perf_counter()
-            record = fit(cfg, splits, cache_dir=cache_dir)
-            wall = time.perf_counter() - t
-            results.append((record.metrics.test_acc, wall, record))
-            log(f"  {method} seed {seed}: {record.metrics.test_acc:.1%} in {wall:.0f}s ({record.status}), "
-                f"estimated {estimates[-1]:.0f}s")  # fmt: skip
-        accs = [a for a, _, _ in results]
-        row = {
-            "part": "accuracy",
-            "name": f"{method} recommended",
-            "test_acc": statistics.mean(accs),
-            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "seeds": len(accs),
-            "total_s": statistics.mean(w for _, w, _ in results),
-            "max_s": max(w for _, w, _ in results),
-            "cold_s": results[0][1],
-            "cached_s": statistics.mean(w for _, w, _ in results[1:]) if len(results) > 1 else None,
-        }
-        for i, (est, (_, wall, _)) in enumerate(zip(estimates, results, strict=True)):
-            name = f"{method} recommended seed {i} ({'cold' if i == 0 else 'cached'})"
-            rows.append({"part": "estimate", "name": name, "estimate_s": est, "actual_s": wall, "ratio": est / wall})
-        semi = [r.diagnostics for _, _, r in results if r.diagnostics]
-        if semi and semi[0].get("supervised_test_acc") is not None:
-            row["supervised_probe_acc"] = statistics.mean(s["supervised_test_acc"] for s in semi)
-            row["pseudo_label_acc"] = statistics.mean(s["final_acc"] or 0 for s in semi)
-        rows.append(row)
-    return rows
-
-
 def many_seeds(splits, quick: bool, device: str, n: int = 5, epochs: int | None = None) -> list[dict]:
     """n seeds of the scratch recipe (shortened: the ratio, not the accuracy, is measured) trained
     together, stacked, against the same n trained alone one after another, in this process."""
@@ -225,22 +183,22 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
         ),
         "throughput": ("Evaluation throughput (images/s)", ["name", "images_per_s"]),
         "accuracy": (
-            "Recommended presets: test accuracy (mean ± std over seeds) and wall time per run",
+            "Every preset: test accuracy (mean ± std over seeds) against seconds per run, cold and cached",
             [
                 "name",
                 "test_acc",
                 "test_acc_std",
                 "seeds",
-                "total_s",
                 "cold_s",
                 "cached_s",
                 "supervised_probe_acc",
                 "pseudo_label_acc",
+                "note",
             ],
         ),  # fmt: skip
         "estimate": (
             "Time estimate against the run (target: ratio within 0.75-1.25)",
-            ["name", "estimate_s", "actual_s", "ratio"],
+            ["name", "estimate_s", "actual_s", "ratio", "in_range"],
         ),  # fmt: skip
         "seeds": ("Many seeds at once (core.runs.multiseed)", ["name", "value"]),
         "jobs": ("Worker processes", ["name", "value"]),
@@ -278,7 +236,9 @@ def main(args) -> int:
     if "throughput" in parts:
         rows += throughput(splits, args.weights, 128 if quick else 1024, device)
     if "accuracy" in parts:
-        rows += accuracy_per_budget(splits, args.weights, 1 if quick else 3, quick, device, cache)
+        only = [p.strip() for p in args.presets.split(",")] if getattr(args, "presets", None) else None
+        rows += presets_part(splits, args.weights, 1 if quick else 3, quick, device, cache, Path(args.out), only,
+                             getattr(args, "max_run_s", 900.0))  # fmt: skip
     if "seeds" in parts:
         rows += many_seeds(splits, quick, device)
     if "jobs" in parts and not args.skip_jobs:

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--skip-jobs", action="store_true", help="leave out the worker, Stop and app measurements")
     bench.add_argument("--cache-dir", default=None)
     bench.add_argument("--parts", default=None, help="engine,throughput,accuracy,seeds,jobs,class (default all)")
+    bench.add_argument("--presets", default=None, help='some recipes: "scratch / quick,notebook: augment"')
+    bench.add_argument("--max-run-s", type=float, default=900.0, help="accuracy part: skip a recipe estimated longer")
     lesson_prep.add_parser(sub)
     return parser
 

@@ -39,10 +39,11 @@ def show_refusal() -> None:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _curves(job_id: int, rows: int, _job: JobInfo):
-    """The learning-curve chart of a job with `rows` rows: rebuilt only when a row arrives."""
+def _curves(job_id: int, rows: int, _job: JobInfo) -> dict:
+    """The learning-curve chart of a job with `rows` rows, as its Vega-Lite spec: built and validated only when a
+    row arrives, not at every rerun (Altair's to_dict took 17 ms of the server's CPU per rerun)."""
     record = RunRecord(run_id=f"job-{job_id}", status="finished", config=_job.cfg, history=list(_job.history[:rows]))
-    return learning_curves(history_frame([record]), height=160, width=200)  # three panels within a card
+    return learning_curves(history_frame([record]), height=160, width=200).to_dict()  # three panels within a card
 
 
 def _saved(run_id: str) -> RunRecord | None:
@@ -79,7 +80,7 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
         progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings().cache_dir), start_estimate(job))
         st.progress(progress.fraction, text=progress.text)
     if job.history and job.kind == "train":
-        st.altair_chart(_curves(job.job_id, len(job.history), job), width="content")
+        st.vega_lite_chart(spec=_curves(job.job_id, len(job.history), job), width="content")
         if job.cfg.eval_every and any(row.get("test_acc") is not None for row in job.history):
             st.caption(f"test_acc: a check every {job.cfg.eval_every} {job.history[-1].get('unit', 'epoch')}s on "
                        f"{job.cfg.eval_subset:,} test images; the full test pass comes at the end.")  # fmt: skip
@@ -115,20 +116,20 @@ def start_estimate(job: JobInfo) -> float | None:
         return None
 
 
-REFRESH_S = 2.0  # the live job list's interval between reruns in a phase without rows
+REFRESH_S = 4.0  # the live job list's shortest interval between reruns, and the one in a phase without rows
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
-    """Rerun about once per row of the fastest running job, between 1 and 10 s, and every 2 s in a
-    phase without rows (features, the final test pass); None when idle. Every rerun costs the CPU
-    that trains, the server's and the browser's: on 2 cores, a redraw per second of a page slowed its own
-    run tenfold. At one per 2 s the server and Chromium used 1.8 and 3.4 s of CPU in a 42 s run; at one per
-    3 s, 1.45 and 2.9 s, for the same run time (benchmarks/app_bench.py, one run each), so it stays at 2."""
+    """Rerun about once per row of the fastest running job, between 4 and 10 s, and every 4 s in a
+    phase without rows (features, the final test pass); None when idle. Every rerun costs the CPU that
+    trains: with the Train page open in Chromium on the same 2 cores, a rerun cost the server about 55 ms and
+    Chromium about 125 ms (most of it the page's own rerun, not the chart), and with a rerun per 1.7 s the
+    notebook's scratch run took 1.22x its CLI time."""
     active = [j for j in jobs if not j.done]
     if not active:
         return None
     per_row = [j.history[-1]["seconds"] / len(j.history) for j in active if j.history]
-    return min(10.0, max(1.0, min(per_row))) if per_row else REFRESH_S
+    return min(10.0, max(REFRESH_S, min(per_row))) if per_row else REFRESH_S
 
 
 def _job_seconds(job: JobInfo, splits: Splits, typical: float) -> float:
