@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.caches import decoded_only  # noqa: E402
 from core.access import SINGLE_USER as ME  # noqa: E402
 from core.jobs.supervisor import Supervisor  # noqa: E402
 from core.methods.registry import preset  # noqa: E402
@@ -151,10 +152,7 @@ def fresh_cache(cache: Path, cold: bool) -> Path:
     """The shared cache, or (cold) a new one holding only its decoded images: features start empty."""
     if not cold:
         return cache
-    fresh = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    for decoded in Path(cache).glob("folder-*.pt"):
-        (fresh / decoded.name).symlink_to(decoded.resolve())
-    return fresh
+    return decoded_only(cache)
 
 
 def through_cli(cfg, dataset: str, cache: Path, queued: bool) -> float:
@@ -229,9 +227,7 @@ def why_map_server_cpu(dataset: str, cache: Path, weights_dir: str) -> dict[str,
     are computed cold, end to end in Chromium: the decoded images are reused, no feature, map or view is."""
     from playwright.sync_api import sync_playwright
 
-    cold = Path(tempfile.mkdtemp(prefix="bench-why-"))
-    for decoded in Path(cache).glob("folder-*.pt"):
-        (cold / decoded.name).symlink_to(decoded.resolve())
+    cold = decoded_only(cache, prefix="bench-why-")
     runs = Path(tempfile.mkdtemp(prefix="bench-why-runs-"))
     env = {"SMALLDATA_DATASET": dataset, "SMALLDATA_RUNS_DIR": str(runs), "SMALLDATA_CACHE_DIR": str(cold),
            "SMALLDATA_WEIGHTS_DIR": weights_dir}  # fmt: skip

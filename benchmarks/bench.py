@@ -236,9 +236,9 @@ def main(args) -> int:
     if "throughput" in parts:
         rows += throughput(splits, args.weights, 128 if quick else 1024, device)
     if "accuracy" in parts:
-        only = [p.strip() for p in args.presets.split(",")] if getattr(args, "presets", None) else None
+        only = [p.strip() for p in args.presets.split(",")] if args.presets else None
         rows += presets_part(splits, args.weights, 1 if quick else 3, quick, device, cache, Path(args.out), only,
-                             getattr(args, "max_run_s", 900.0))  # fmt: skip
+                             args.max_run_s)  # fmt: skip
     if "seeds" in parts:
         rows += many_seeds(splits, quick, device)
     if "jobs" in parts and not args.skip_jobs:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.caches import decoded_only
 from core.access import SINGLE_USER as ME
 from core.jobs.supervisor import Supervisor
 from core.methods.registry import preset
@@ -57,9 +58,7 @@ def stop_latency(dataset: str, weights: str, cache: Path) -> list[dict[str, Any]
     """Stop while the unlabeled pool's features are extracted (an empty feature cache): seconds from the
     stop request to the saved run."""
     log("[jobs] Stop during feature extraction of the unlabeled pool")
-    cold = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    for decoded in Path(cache).glob("folder-*.pt"):  # the decoded images, but no features
-        (cold / decoded.name).symlink_to(decoded.resolve())
+    cold = decoded_only(cache)
     reg = Supervisor(Path(tempfile.mkdtemp(prefix="bench-stop-")), dataset, cache_dir=cold)
     job = reg.submit(preset("labelspread", "recommended", weights=weights), by=ME)
     while "unlabeled" not in reg.get(job.job_id).note:
