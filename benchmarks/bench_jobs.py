@@ -101,9 +101,10 @@ def app_measurements(dataset: str, cache: Path, quick: bool, weights: str) -> li
         "rerun_ratio": "rerun while training / idle (target <= 1.5)",
         **{
             key: text
-            for recipe in ("scratch_notebook", "transfer_notebook", "labelspread_recommended_cold")
+            for recipe in APP_RECIPES
             for key, text in (
-                (f"{recipe}_cli_s", f"{recipe}: from the CLI (s)"),
+                (f"{recipe}_cli_s", f"{recipe}: from the CLI (s, median)"),
+                (f"{recipe}_repeats", f"{recipe}: interleaved rounds (CLI, queue, page open)"),
                 (f"{recipe}_queue_vs_cli", f"{recipe}: through the queue, no page open / CLI (target <= 1.1)"),
                 (f"{recipe}_page_vs_cli", f"{recipe}: Train page open in Chromium / CLI (target <= 1.1)"),
             )
