@@ -150,6 +150,14 @@ def many_seeds(splits, quick: bool, device: str, n: int = 5, epochs: int | None 
     ]
 
 
+def chosen(args) -> str:
+    """The command's --parts, --presets and --max-run-s, where given (the report names the whole command)."""
+    given = [("--parts", getattr(args, "parts", None)), ("--presets", getattr(args, "presets", None))]
+    if getattr(args, "max_run_s", 900.0) != 900.0:
+        given.append(("--max-run-s", f"{args.max_run_s:g}"))
+    return "".join(f' {flag} "{value}"' if " " in value else f" {flag} {value}" for flag, value in given if value)
+
+
 def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("part", "name"), k))
@@ -173,7 +181,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
         f"- device: {device}",
         f"- torch {torch.__version__}, dataset `{args.dataset}`, weights `{args.weights}`",
         f"- mode: {'quick (smoke check)' if args.quick else 'full'}; command: `python -m core bench "
-        f"--dataset {args.dataset} --weights {args.weights} --out {args.out}{' --quick' if args.quick else ''}`",
+        f"--dataset {args.dataset} --weights {args.weights} --out {args.out}{' --quick' if args.quick else ''}"
+        f"{chosen(args)}`",
         "",
     ]
     sections = {
@@ -198,7 +207,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], device: str, args) -> No
         ),  # fmt: skip
         "estimate": (
             "Time estimate against the run (target: ratio within 0.75-1.25)",
-            ["name", "estimate_s", "actual_s", "ratio", "in_range"],
+            ["name", "estimate_s", "actual_s", "ratio", "in_range", "phases"],
         ),  # fmt: skip
         "seeds": ("Many seeds at once (core.runs.multiseed)", ["name", "value"]),
         "jobs": ("Worker processes", ["name", "value"]),

@@ -1,0 +1,40 @@
+"""The step times estimates are built on: what is measured, and under which key it is kept."""
+
+import core.methods.step_timings as st
+from core.config import TrainConfig
+from tests.conftest import TINY
+
+
+def test_a_training_step_is_timed_with_the_runs_own_optimiser_and_an_inference_pass_once(monkeypatch, tmp_path):
+    asked = []
+
+    def measure(arch, resolution, batch, device, bf16, train, optimizer):
+        asked.append((train, optimizer))
+        return 0.5 if optimizer == "adam" else 0.1
+
+    monkeypatch.setattr(st, "_measure", measure)
+    steps = {}
+    for optimizer in ("adam", "sgd", "adam"):
+        timing = st.MeasuredTiming(TrainConfig(arch=TINY, optimizer=optimizer, device="cpu"), cache_dir=tmp_path)
+        steps[optimizer] = timing.train_step(TINY, 32, 8)
+        timing.per_image(TINY, 32)
+    # Adam's update costs several times SGD's on the same network: each is measured, the repeat is not.
+    assert asked == [(True, "adam"), (False, "-"), (True, "sgd")]
+    assert steps == {"adam": 0.5, "sgd": 0.1}
+    assert st.StepTimings(tmp_path).known  # kept in the cache folder, read by the next process
+
+
+def test_the_measured_step_adds_the_optimisers_update_once_to_the_scaled_pass(monkeypatch):
+    # On the CPU, a batch beyond PROBE images is timed at PROBE and scaled; the update is not per image. A clock
+    # that advances only while work is timed: each pass takes 1.0 s, each update 0.3 s.
+    durations = iter([1.0, 0.3] * 4)
+    clock = {"t": 0.0, "reads": 0}
+
+    def perf_counter():
+        clock["reads"] += 1
+        if clock["reads"] % 2 == 0:  # the second read of each timed piece of work
+            clock["t"] += next(durations)
+        return clock["t"]
+
+    monkeypatch.setattr(st.time, "perf_counter", perf_counter)
+    assert st._measure(TINY, 32, st.PROBE * 2, "cpu", False, True, "sgd") == 1.0 * 2 + 0.3
