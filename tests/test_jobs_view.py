@@ -1,0 +1,20 @@
+"""How often the Train page's live job list reruns while a run trains (each rerun takes CPU from the run)."""
+
+from core.config import TrainConfig
+from core.jobs.queue import JobInfo
+from ui.jobs_view import REFRESH_S, refresh_interval
+
+
+def job(state: str, seconds_per_row: float | None = None) -> JobInfo:
+    rows = [] if seconds_per_row is None else [{"seconds": seconds_per_row * i} for i in (1, 2, 3, 4)]
+    return JobInfo(job_id=1, cfg=TrainConfig(), dataset="d", state=state, created=0.0, history=rows)
+
+
+def test_the_live_list_reruns_once_per_row_within_bounds_and_not_at_all_when_idle():
+    assert refresh_interval([]) is None
+    assert refresh_interval([job("finished", 0.5)]) is None  # nothing left to follow
+    assert refresh_interval([job("running")]) == REFRESH_S  # features, the test pass: no rows yet
+    assert refresh_interval([job("running", 0.7)]) == REFRESH_S  # a row per 0.7 s: not a rerun per row
+    assert refresh_interval([job("running", 11.0)]) == 11.0  # once per row
+    assert refresh_interval([job("running", 60.0)]) == 15.0  # the bar and ETA still move
+    assert refresh_interval([job("running", 60.0), job("running", 9.0)]) == 9.0  # the fastest job's rows
