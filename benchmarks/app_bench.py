@@ -227,7 +227,7 @@ def app_vs_cli(dataset: str, cache: Path, epochs: int | None, weights: str, reci
         seconds: dict[str, list[float]] = {c: [] for c in CONTEXTS}
         server, chromium = [], []
         for round_ in range(repeats):
-            for context in CONTEXTS[round_ % 3 :] + CONTEXTS[: round_ % 3]:
+            for context in CONTEXTS[round_ % len(CONTEXTS) :] + CONTEXTS[: round_ % len(CONTEXTS)]:
                 s, server_s, chromium_s = one_context(context, cfg, dataset, fresh_cache(cache, cold))
                 seconds[context].append(s)
                 if context == "page":

@@ -52,26 +52,20 @@ class FrozenSemi(Method):
         return probe_seconds(cfg, sizes, timing) + features_seconds(cfg, pool, "unlabeled", timing) + rounds
 
 
+# The naive self-training loop: head, pseudo-label the 400 most confident per class, refit, 3 rounds.
+NOTEBOOK = FROZEN_128 | dict(flip_features=False, n_unlabeled=5000, rounds=3, threshold=0.0, per_class=400)
+
+
 class SelfTrain(FrozenSemi):
     name = "selftrain"
     summary = "Self-training: the head labels the unlabeled images it is surest of, then learns from them."
     help = "Confident predictions become labels; the pool grows by a fixed number per class each round."
     fields = ("arch", *FROZEN, "augment", *OPTIMISATION, *PSEUDO)
     presets = {
-        # The naive self-training loop: head, pseudo-label the 400 most confident per class, refit, 3 rounds.
-        "notebook": FROZEN_128 | dict(flip_features=False, n_unlabeled=5000, rounds=3, threshold=0.0, per_class=400),
+        "notebook": NOTEBOOK,
         # For a live demo, at most a minute cold on 2 cores: the features labelspread's quick preset reads (the
         # pooled stages at 112 px, no mirror images, 8,000 unlabeled), two rounds. Chosen by its time, not tuned.
-        "quick": FROZEN_128
-        | dict(
-            arch="mobilenet_v2_stages",
-            resolution=112,
-            flip_features=False,
-            n_unlabeled=8000,
-            rounds=2,
-            threshold=0.0,
-            per_class=400,
-        ),  # fmt: skip
+        "quick": NOTEBOOK | dict(arch="mobilenet_v2_stages", resolution=112, n_unlabeled=8000, rounds=2),
     }
 
     def run(self, ctx: RunContext) -> Outcome:
