@@ -14,7 +14,7 @@ from core.methods.step_timings import kept_network_bytes, known_per_image
 from core.models import REGISTRY, list_models, list_weight_files
 from core.runs.crossval import check_labels
 from core.runs.multiseed import stacks_here
-from core.views.backbones import backbone_facts
+from core.views.backbones import backbone_facts, published_weights
 from ui.common import class_seeds, framed, plain, queue_job, settings, store, try_splits
 from ui.estimate import show_estimate
 from ui.identity import class_mode
@@ -45,12 +45,13 @@ k = f"{method}_{preset_name}"  # widget keys per preset: choosing a preset reset
 fields = used_fields(method)
 
 
-def select_weights() -> str:
+def select_weights(arch: str) -> str:
     files = list_weight_files()
-    options = ["Local checkpoint file", "torchvision ImageNet weights (download)"]
+    published, where = published_weights(arch)
+    options = ["Local checkpoint file", published]
     choice = st.radio("Pretrained weights", options, index=0 if files else 1, key=f"wsrc_{k}", horizontal=True)
-    if choice.startswith("torchvision"):
-        st.caption("Downloaded once and cached by torchvision. Without network, use a local checkpoint file.")
+    if choice == published:
+        st.caption(f"Downloaded once and cached by {where}. Without network, use a local checkpoint file.")
         return "imagenet"
     picked = st.selectbox(
         "Checkpoint in the weights folder", [str(f) for f in files] or ["(none found)"], key=f"wfile_{k}",
@@ -70,7 +71,7 @@ with st.expander("Model", expanded=True):
         format_func=lambda a: f"{a} — {REGISTRY[a].summary}",
     )  # fmt: skip
     if "weights" in fields:
-        values["weights"] = select_weights()
+        values["weights"] = select_weights(values["arch"])
     field_inputs(
         [
             f

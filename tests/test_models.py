@@ -4,11 +4,13 @@ import pytest
 import torch
 import torchvision
 
-from core.models import ModelError, create_model, list_models, weights_id
+from core.models import ModelError, create_model, foundation, list_models, weights_id
 from core.models.torchvision_zoo import torchvision_classifiers
 
-# The hand-written entries and plug-ins; every other torchvision classifier: tests/test_torchvision_zoo.py.
-HAND_WRITTEN = [name for name in list_models() if name not in torchvision_classifiers() or name == "resnet18"]
+# The hand-written entries and plug-ins; every other torchvision classifier: tests/test_torchvision_zoo.py; the
+# foundation extra's towers: tests/test_foundation.py.
+OTHERS = set(torchvision_classifiers()) | set(foundation.FOUNDATION)
+HAND_WRITTEN = [name for name in list_models() if name not in OTHERS or name == "resnet18"]
 
 
 @pytest.mark.parametrize("name", HAND_WRITTEN)

@@ -105,7 +105,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "set weights or use finetune=all"
         )
     entry = REGISTRY[cfg.arch]
-    if cfg.weights == "imagenet" and entry.tv_name is None:
+    if cfg.weights == "imagenet" and entry.pretrained is None:
         raise ConfigError(
             f"arch={cfg.arch} has no ImageNet weights; pick a torchvision network (resnet18, convnext_tiny, ...) "
             "or give a .pth file"

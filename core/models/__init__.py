@@ -6,8 +6,10 @@ probe compute the backbone's features once, and lets "last" fine-tuning name the
 Pretrained weights come from torchvision's weights API ("imagenet", downloaded and cached by
 torchvision) or from a local state_dict file, always loaded with `weights_only=True`.
 
-One file per CIFAR network (`resnet_cifar`, `convnet_cifar`); `spectrum` holds the float64 covariance
-and eigendecomposition that the whitened stem (and the methods' whitened kNN graph) are built on.
+Every torchvision classifier comes from `torchvision_zoo`; CLIP and DINOv2 image towers from `foundation`,
+when its optional libraries are installed. One file per CIFAR network (`resnet_cifar`, `convnet_cifar`);
+`spectrum` holds the float64 covariance and eigendecomposition that the whitened stem (and the methods'
+whitened kNN graph) are built on.
 
 May import: core.settings, core.plugins, core.access, core.data, core.datasets.
 """
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import settings
+from core.models import foundation
 from core.models import torchvision_zoo as zoo
 from core.models.convnet_cifar import convnet_cifar
 from core.models.resnet_cifar import resnet18_cifar
@@ -41,12 +44,12 @@ class ModelError(ValueError):
 class InputAdapter(nn.Module):
     """[0, 1] images at their stored size -> the model's resolution, optionally ImageNet-normalised."""
 
-    def __init__(self, resolution: int, normalize: bool) -> None:
+    def __init__(self, resolution: int, normalize: bool, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()
         self.resolution = resolution
         self.normalize = normalize
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.resolution:
@@ -100,6 +103,11 @@ class ModelEntry:
     whitens: bool = False  # its stem can be set from the labeled images (config field whiten_stem)
     min_resolution: int = 16  # the smallest input side it runs at, px
     fixed_resolution: bool = False  # it runs at min_resolution only (ViT's positional embeddings)
+    pretrained: Callable[[], nn.Module] | None = None  # the model with its published weights (weights="imagenet")
+    pretraining: str = "ImageNet (torchvision)"  # what those weights learnt from, for labels
+    adapt_state: Callable[[dict, nn.Module], dict] | None = None  # a local checkpoint -> the model's state_dict
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalize=True: the statistics its weights expect
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]:
@@ -154,6 +162,18 @@ def torchvision_entry(name: str, split=None, summary: str | None = None, tv_name
     return ModelEntry(
         partial(zoo.build, tv_name), tv_name, split or zoo.split_classifier, summary or zoo.summary(tv_name),
         min_resolution=max(16, info.min_size), fixed_resolution=info.fixed_size,
+        pretrained=partial(zoo.build, tv_name, pretrained=True),
+    )  # fmt: skip
+
+
+def foundation_entry(name: str) -> ModelEntry:
+    """A CLIP or DINOv2 image tower (core.models.foundation)."""
+    f = foundation.FOUNDATION[name]
+    return ModelEntry(
+        partial(foundation.build, name), None, foundation.split, foundation.summary(name),
+        min_resolution=f.min_resolution, fixed_resolution=f.fixed_resolution,
+        pretrained=partial(foundation.build, name, pretrained=True), pretraining=f.pretraining,
+        adapt_state=partial(foundation.adapt_state, name), mean=f.mean, std=f.std,
     )  # fmt: skip
 
 
@@ -177,6 +197,8 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 # Every other torchvision ImageNet classifier, from torchvision's own registry.
 REGISTRY |= {name: torchvision_entry(name) for name in zoo.torchvision_classifiers() if name not in REGISTRY}
+# Foundation-model towers, where the foundation extra is installed.
+REGISTRY |= {name: foundation_entry(name) for name in foundation.available()}
 
 
 def list_models() -> list[str]:
@@ -217,9 +239,10 @@ def create_model(
     else:
         model = entry.build()
         if weights:
-            _load_state_dict(model, Path(weights))
+            _load_state_dict(model, Path(weights), entry.adapt_state)
     backbone, dim, last = entry.split(model)
-    return SmallDataNet(InputAdapter(resolution, normalize), backbone, dim, num_classes, last)
+    prep = InputAdapter(resolution, normalize, entry.mean, entry.std)
+    return SmallDataNet(prep, backbone, dim, num_classes, last)
 
 
 def shape_only(name: str, num_classes: int = 10) -> SmallDataNet:
@@ -247,11 +270,19 @@ def state_dict_bytes(name: str, num_classes: int = 10) -> int:
 
 
 def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
-    if entry.tv_name is None:
+    if entry.pretrained is None:
         raise ModelError(f"{name} has no ImageNet weights; train it from scratch or give a .pth file")
     try:
-        return zoo.build(entry.tv_name, pretrained=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        return entry.pretrained()
+    # URLError is an OSError; the Hugging Face Hub's "not in the local cache" is a FileNotFoundError and a ValueError
+    except (OSError, RuntimeError, ValueError) as err:
+        if entry.tv_name is None:
+            raise ModelError(
+                f"could not download the published weights of {name} ({type(err).__name__}): they come from "
+                f"{foundation.download_help(name)}; without network, save its state_dict (or the whole published "
+                "checkpoint) with torch.save and give the file (--weights FILE.pth, or .pth files in "
+                f"{default_weights_dir()} to pick in the app)"
+            ) from None
         info = zoo.weights_info(entry.tv_name)
         raise ModelError(
             f"could not download the ImageNet weights of {name} ({type(err).__name__}): without network, put "
@@ -260,7 +291,7 @@ def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
         ) from None
 
 
-def _load_state_dict(model: nn.Module, path: Path) -> None:
+def _load_state_dict(model: nn.Module, path: Path, adapt=None) -> None:
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist; give the path of a .pth state_dict")
     try:
@@ -274,9 +305,21 @@ def _load_state_dict(model: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{path} is not a state_dict (a dict of tensors)")
+    if adapt is not None:
+        state = adapt(state, model)
     own = model.state_dict()
-    # Heads are replaced anyway, so a checkpoint with another number of classes still fits.
-    head_keys = {k for k in state if k in own and state[k].shape != own[k].shape and own[k].dim() <= 2}
+    # Heads are replaced anyway, so a checkpoint with another number of classes still fits: its last layer (the
+    # one the model registers last) may differ in shape; any other layer that does is another architecture's.
+    head = next(reversed(own), "").rsplit(".", 1)[0]
+    mismatched = {k for k in state if k in own and state[k].shape != own[k].shape}
+    head_keys = {k for k in mismatched if k.rsplit(".", 1)[0] == head}
+    if mismatched - head_keys:
+        k = sorted(mismatched - head_keys)[0]
+        raise ModelError(
+            f"{path} does not fit {type(model).__name__}: {len(mismatched - head_keys)} layers have other shapes "
+            f"(e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here); is it for another "
+            "architecture?"
+        )
     state = {k: v for k, v in state.items() if k not in head_keys}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in head_keys]

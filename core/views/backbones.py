@@ -37,8 +37,10 @@ def backbone_facts(arch: str, resolution: int, seconds_per_image: float | None) 
     """One line for the Train page: ImageNet top-1 of the weights, parameters, and this machine's speed at
     the chosen resolution (measured by a worker once; None: not measured yet)."""
     entry = REGISTRY[arch]
-    if entry.tv_name is None:
+    if entry.pretrained is None:
         parts = ["no ImageNet weights (trains from random initialisation or a .pth file)"]
+    elif entry.tv_name is None:  # a foundation-model tower: pretrained on something else than ImageNet
+        parts = [f"{entry.pretraining} weights, from the Hugging Face Hub (no ImageNet top-1 to show)"]
     else:
         info = zoo.weights_info(entry.tv_name)
         top1 = f"ImageNet top-1 {info.top1:.1f}%" if info.top1 is not None else "ImageNet weights"
@@ -52,16 +54,24 @@ def backbone_facts(arch: str, resolution: int, seconds_per_image: float | None) 
     return " · ".join(parts)
 
 
-def weights_label(weights: str) -> str:
+def published_weights(arch: str) -> tuple[str, str]:
+    """The Train page's choice of an architecture's published weights, and what downloads and caches them."""
+    entry = REGISTRY[arch]
+    if entry.tv_name is None and entry.pretrained is not None:  # a foundation-model tower
+        return f"{entry.pretraining} weights (download)", "the Hugging Face Hub"
+    return "torchvision ImageNet weights (download)", "torchvision"
+
+
+def weights_label(weights: str, arch: str | None = None) -> str:
     """How a run's weights read in a chart: never a server path, a file by its name."""
     if weights == "imagenet":
-        return "ImageNet (torchvision)"
+        return REGISTRY[arch].pretraining if arch in REGISTRY else "ImageNet (torchvision)"
     return f"file {Path(weights).name}" if weights else "random init"
 
 
 def backbone_label(r: RunRecord) -> str:
     c = r.config
-    return f"{c.arch} · {weights_label(c.weights)} · {c.finetune} · {c.resolution} px"
+    return f"{c.arch} · {weights_label(c.weights, c.arch)} · {c.finetune} · {c.resolution} px"
 
 
 def pretraining_frame(runs: list[RunRecord]) -> pd.DataFrame:
