@@ -2,7 +2,7 @@
 
 from core.config import TrainConfig
 from core.jobs.queue import JobInfo
-from ui.jobs_view import REFRESH_S, refresh_interval
+from ui.jobs_view import LONGEST_S, REFRESH_S, STOPPING_S, refresh_interval
 
 
 def job(state: str, seconds_per_row: float | None = None) -> JobInfo:
@@ -15,6 +15,8 @@ def test_the_live_list_reruns_once_per_row_within_bounds_and_not_at_all_when_idl
     assert refresh_interval([job("finished", 0.5)]) is None  # nothing left to follow
     assert refresh_interval([job("running")]) == REFRESH_S  # features, the test pass: no rows yet
     assert refresh_interval([job("running", 0.7)]) == REFRESH_S  # a row per 0.7 s: not a rerun per row
-    assert refresh_interval([job("running", 7.0)]) == 7.0  # once per row
-    assert refresh_interval([job("running", 60.0)]) == 10.0  # the bar and ETA still move
+    assert refresh_interval([job("running", 11.0)]) == 11.0  # once per row
+    assert refresh_interval([job("running", 60.0)]) == LONGEST_S  # the bar and ETA still move
     assert refresh_interval([job("running", 60.0), job("running", 9.0)]) == 9.0  # the fastest job's rows
+    # A job that stops ends within a second or two: followed every second, whatever else runs.
+    assert refresh_interval([job("running", 60.0), job("stopping", 9.0)]) == STOPPING_S

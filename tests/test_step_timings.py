@@ -27,7 +27,7 @@ def test_a_training_step_is_timed_with_the_runs_own_optimiser_and_an_inference_p
 def test_the_measured_step_adds_the_optimisers_update_once_to_the_scaled_pass(monkeypatch):
     # On the CPU, a batch beyond PROBE images is timed at PROBE and scaled; the update is not per image. A clock
     # that advances only while work is timed: each pass takes 1.0 s, each update 0.3 s.
-    durations = iter([1.0, 0.3] * 4)
+    durations = iter([1.0, 0.3] * (1 + st.TIMED_STEPS))
     clock = {"t": 0.0, "reads": 0}
 
     def perf_counter():

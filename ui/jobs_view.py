@@ -1,6 +1,6 @@
 """The Train page's list of jobs (from the queue in the runs folder): your own first, finished ones drawn
-once, running and queued ones in a fragment that reruns only as often as their rows arrive (about 1 s for
-short epochs, up to 5 s for long ones); in class mode the class's jobs below, as a compact list with each
+once, running and queued ones in a fragment that reruns only as often as their rows arrive (every 8 to 15 s;
+every second while one stops); in class mode the class's jobs below, as a compact list with each
 one's place in the fair queue."""
 
 from __future__ import annotations
@@ -116,23 +116,28 @@ def start_estimate(job: JobInfo) -> float | None:
         return None
 
 
-REFRESH_S = 4.0  # the live job list's shortest interval between reruns, and the one in a phase without rows
+REFRESH_S = 8.0  # the live job list's shortest interval between reruns, and the one in a phase without rows
+LONGEST_S = 15.0  # the longest: the bar and the ETA still move
+STOPPING_S = 1.0  # while a job stops: it ends within a second or two, and the page shows it saved at once
 
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
-    """Rerun about once per row of the fastest running job, between 4 and 10 s, and every 4 s in a
-    phase without rows (features, the final test pass); None when idle. Every rerun costs the CPU that
+    """Rerun about once per row of the fastest running job, between 8 and 15 s, every 8 s in a phase
+    without rows (features, the final test pass), every second while a job stops; None when idle. Every
+    rerun costs the CPU that
     trains: with the Train page open in Chromium on the same 2 cores, a rerun cost the server about 55 ms and
     Chromium about 125 ms (most of it the page's own rerun, not the chart), and with a rerun per 1.7 s the
     notebook's scratch run took 1.22x its CLI time. At one per 4 s, the notebook's transfer run (a row per
     0.7 s) still took 1.22x (median of 3 interleaved rounds, benchmarks/app_bench.py), the server and Chromium
-    spending 9.1 CPU-s meanwhile. One per 8 s halved that (5.0 CPU-s) but left a stopped run off the page for
-    up to 8 s, and the browser test's check of it failed: the interval stays at 4 s."""
+    spending 9.1 CPU-s meanwhile; at one per 8 s, 5.0 CPU-s. A stopped run must still show at once, saved
+    with its last check: hence the second-long interval while one stops (live() switches to it)."""
     active = [j for j in jobs if not j.done]
     if not active:
         return None
+    if any(j.state == "stopping" for j in active):
+        return STOPPING_S
     per_row = [j.history[-1]["seconds"] / len(j.history) for j in active if j.history]
-    return min(10.0, max(REFRESH_S, min(per_row))) if per_row else REFRESH_S
+    return min(LONGEST_S, max(REFRESH_S, min(per_row))) if per_row else REFRESH_S
 
 
 def _job_seconds(job: JobInfo, splits: Splits, typical: float) -> float:
@@ -177,10 +182,13 @@ def show_jobs(splits: Splits, limit: int = 6) -> None:
         st.caption("No runs of yours yet." if owner else "No runs in the queue yet.")
         return
     had_active = {j.job_id for j in jobs if not j.done}
+    interval = refresh_interval(jobs)
 
-    @st.fragment(run_every=refresh_interval(jobs))
+    @st.fragment(run_every=interval)
     def live() -> None:
         active = [j for j in registry().queue.jobs(active_only=True, owner=owner) if j.job_id in had_active]
+        if interval != STOPPING_S and any(j.state == "stopping" for j in active):
+            st.rerun()  # Stop was pressed: the whole page again, to follow the stop every second (refresh_interval)
         places = waits(splits) if any(j.state == "queued" for j in active) else {}
         for job in active:
             with st.container(border=True):

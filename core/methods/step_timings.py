@@ -25,6 +25,10 @@ from core.models import create_model, state_dict_bytes
 # than its batch (fixed costs per step), so FixMatch's 144-image step, timed on 64 images and scaled, read
 # 1.13-1.37x its real time on the notebook's recipe.
 PROBE = 160
+# How many steps (after one not counted) the median is taken over. With three, two cold folders timed FixMatch's
+# 144-image step at 0.59 and 0.89 s on this noisy 2-core host, and its runs read 0.73-0.88x and 1.08-1.23x.
+TIMED_STEPS = 7
+TIMED_BATCHES = 5
 TIMINGS_FILE = "timings.json"
 
 
@@ -40,8 +44,8 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     Why so (ResNet-18 for CIFAR, 10 images a step, bf16, 2 cores, ten steps each): the forward and backward
     pass took 0.159 s (median) but 0.128-0.149 s at its fastest, and Adam's update 0.025 s against SGD's
     0.003 s. Timed as the fastest of two SGD steps, the notebook's Adam runs took 1.23-1.30x their estimate;
-    the loop's own steps come to the median pass plus the run's update. The inference pass is the median of
-    three too: as the fastest of two, cold feature extractions read from 0.68x to 0.92x of their estimate."""
+    the loop's own steps come to the median pass plus the run's update. The inference pass is a median
+    too: as the fastest of two, cold feature extractions read from 0.68x to 0.92x of their estimate."""
     probe = min(batch, PROBE) if device == "cpu" else batch
     dev = torch.device(device)
     model = place(create_model(arch, 10, "", resolution, False), dev)  # as fit runs it
@@ -70,9 +74,9 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
 
     if not train:
         inference()  # the first call pays for kernel selection and memory
-        return statistics.median(timed(inference) for _ in range(3)) * batch / probe
+        return statistics.median(timed(inference) for _ in range(TIMED_BATCHES)) * batch / probe
     passes, updates = [], []
-    for _ in range(4):  # the first step pays for kernel selection, memory and the optimiser's state: not counted
+    for _ in range(1 + TIMED_STEPS):  # the first step pays for kernel selection, memory and the optimiser's state
         passes.append(timed(forward_backward))
         updates.append(timed(opt.step))
     return statistics.median(passes[1:]) * batch / probe + statistics.median(updates[1:])
@@ -136,10 +140,10 @@ class StepTimings:
         optimizer: str = "sgd",
     ) -> float:  # fmt: skip
         # "cl": timed in channels_last, as core.engine.device.place runs every model; "opt": a training step with
-        # the run's own optimiser, the median of three; "p160": on up to PROBE images, inference the median of
-        # three. Older timings are retaken.
+        # the run's own optimiser; "p160": on up to PROBE images; "m7": the median of TIMED_STEPS steps (inference:
+        # of TIMED_BATCHES). Older timings are retaken.
         optimizer = optimizer if train else "-"
-        tags = f"cl|opt|p{PROBE}"
+        tags = f"cl|opt|p{PROBE}|m{TIMED_STEPS}"
         key = f"{torch.__version__}|{tags}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}|{optimizer}"
         return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train, optimizer))
 
