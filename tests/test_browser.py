@@ -58,7 +58,10 @@ def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | 
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up and blocks the server mid-shutdown.
+    log_path = tmp_path / f"streamlit-{port}.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -68,10 +71,16 @@ def serve(dataset_dir: Path, checkpoint: str, tmp_path: Path, extra_env: dict | 
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail(f"streamlit did not start: {proc.stdout.read()}")
+        log.close()
+        pytest.fail(f"streamlit did not start: {log_path.read_text()}")
     yield f"http://127.0.0.1:{port}", tmp_path / "runs"
     proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a script run still busy in its thread; the test's checks are done
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()
     # Workers outlive a server by design (a restart must not lose runs); a test ends its own.
     from core.jobs.queue import JobQueue
 
