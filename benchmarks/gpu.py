@@ -1,11 +1,11 @@
 """The GPU checks of issue 12, in one process, within a time budget (device time is scarce):
 
-1. spreadtune's `gpu` preset (label spreading, then the whole network fine-tuned on the spread labels)
-   on the first 100 labels and the whole test set, seed after seed while the budget allows, the
-   first with an empty feature cache;
-2. the notebook's scratch recipe, 100 epochs: its own loop (benchmarks.notebook_loop) against our engine;
-3. five seeds of the scratch recipe trained together (core.runs.multiseed) against the same five alone;
-4. spreadtune on the validation split (core.data.splits.validation_splits), if time is left.
+1. spreadtune on the validation split (core.data.splits.validation_splits) first, with an empty feature
+   cache: a variant (--set) is chosen there, never on the test set;
+2. spreadtune's `gpu` preset (label spreading, then the whole network fine-tuned on the spread labels)
+   on the first 100 labels and the whole test set, seed after seed while the budget allows;
+3. the notebook's scratch recipe, 100 epochs: its own loop (benchmarks.notebook_loop) against our engine;
+4. five seeds of the scratch recipe trained together (core.runs.multiseed) against the same five alone.
 
     PYTHONPATH=. python benchmarks/gpu.py --dataset DIR --weights FILE --out DIR [--budget 500] [--quick]
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from core.methods.registry import preset
 from core.runs.train import fit
 
 START = time.perf_counter()
-PARTS = ("spreadtune", "notebook", "eager", "seeds", "validation")
+PARTS = ("validation", "spreadtune", "notebook", "eager", "seeds")
 RESERVE = 90  # seconds kept for the notebook recipe and the many-seeds check (about a minute on an H200)
 
 
@@ -68,8 +69,12 @@ def _fmt(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def spreadtune_runs(splits, args, cache: Path, seeds: list[int], part: str, deadline: float) -> list[dict]:
-    """Seed after seed of spreadtune's gpu preset, while the last run's time still fits before deadline."""
+def spreadtune_runs(
+    splits, args, cache: Path, seeds: list[int], part: str, deadline: float, report: Report
+) -> list[dict]:
+    """Seed after seed of spreadtune's gpu preset, while the last run's time still fits before deadline.
+    Each seed's row is reported as soon as it ends (a run cut short keeps the seeds it finished); the
+    part returns the mean."""
     rows, walls = [], []
     for seed in seeds:
         left = deadline - time.perf_counter()
@@ -77,7 +82,7 @@ def spreadtune_runs(splits, args, cache: Path, seeds: list[int], part: str, dead
             log(f"{part}: seed {seed} skipped, {left:.0f}s left and a run took {max(walls):.0f}s")
             rows.append({"part": part, "name": f"seed {seed}", "status": "skipped: out of device time"})
             break
-        cfg = preset("spreadtune", "gpu", weights=args.weights, seed=seed, device="auto")
+        cfg = preset("spreadtune", "gpu", **args.overrides | dict(weights=args.weights, seed=seed, device="auto"))
         if args.quick:
             cfg = cfg.with_(n_unlabeled=2000, per_class=50, epochs=2, eval_every=1, resolution=64)
         t = time.perf_counter()
@@ -92,13 +97,17 @@ def spreadtune_runs(splits, args, cache: Path, seeds: list[int], part: str, dead
             "start_check": record.diagnostics.get("start_test_acc"),
             "checks": " ".join(f"{i}:{a:.3f}" for i, a in checks), "test_images": record.metrics.test_images,
         })  # fmt: skip
+        rows[-1]["rounds"] = " ".join(f"{r['round']}:{r['pseudo_acc']:.3f}" for r in record.diagnostics["rounds"]
+                                      if r.get("pseudo_acc") is not None)  # fmt: skip
+        report.add(rows[-1:])
         log(f"{part} seed {seed}: {record.metrics.test_acc:.2%} in {walls[-1]:.0f}s ({record.status})")
+    if rows and rows[-1].get("status", "").startswith("skipped"):
+        report.add(rows[-1:])
     accs = [r["test_acc"] for r in rows if r.get("status") == "finished"]
-    if accs:
-        rows.append({"part": part, "name": f"mean over {len(accs)} seed(s)", "test_acc": statistics.mean(accs),
-                     "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-                     "wall_s": max(walls)})  # fmt: skip
-    return rows
+    if not accs:
+        return []
+    return [{"part": part, "name": f"mean over {len(accs)} seed(s)", "test_acc": statistics.mean(accs),
+             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None, "wall_s": max(walls)}]  # fmt: skip
 
 
 def eager_engine(splits, epochs: int, device: str) -> list[dict]:
@@ -141,7 +150,9 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=500, help="seconds for the whole script")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"some of {','.join(PARTS)}")
+    ap.add_argument("--set", default="{}", help="spreadtune overrides, as JSON: '{\"spread_rounds\": 2}'")
     args = ap.parse_args()
+    args.overrides = json.loads(args.set)
     deadline = START + args.budget
     dev = resolve_device("auto")
     cache = Path(tempfile.mkdtemp(prefix="gpu-bench-cache-"))  # empty: the first spreadtune run is cold
@@ -149,7 +160,8 @@ def main() -> int:
         "# GPU checks (benchmarks/gpu.py)", "",
         f"- device: {device_name(dev)}; {environment(dev, use_bf16(dev, 'auto'))}",
         f"- command: `PYTHONPATH=. python benchmarks/gpu.py --dataset {args.dataset} --weights {args.weights} "
-        f"--out {args.out} --budget {args.budget:g}{' --quick' if args.quick else ''}`",
+        f"--out {args.out} --budget {args.budget:g}{' --quick' if args.quick else ''} --parts {args.parts} "
+        f"--set '{args.set}'`",
     ])  # fmt: skip
     t = time.perf_counter()
     splits = load_splits(args.dataset, cache_dir=cache, download=False)
@@ -157,19 +169,20 @@ def main() -> int:
     test_limit = 500 if args.quick else None
     epochs = 2 if args.quick else 100
     # The accuracy runs first, as many seeds as fit while leaving RESERVE seconds for the two speed checks.
-    runs_deadline = deadline - RESERVE
+    chosen = set(args.parts.split(","))
+    runs_deadline = deadline - (RESERVE if chosen & {"notebook", "eager", "seeds"} else 0)
     parts = [
+        ("validation", "spreadtune, validation split",
+         lambda: spreadtune_runs(validation_splits(splits), args, cache, [0], "spreadtune validation", runs_deadline,
+                                 report)),
         ("spreadtune", "spreadtune, first 100 labels, test set",
-         lambda: spreadtune_runs(splits, args, cache, [0, 1, 2], "spreadtune test", runs_deadline)),
+         lambda: spreadtune_runs(splits, args, cache, [0, 1, 2], "spreadtune test", runs_deadline, report)),
         ("notebook", "notebook recipe", lambda: engine_vs_notebook(splits, epochs, test_limit, str(dev))),
         ("eager", "notebook recipe, our engine without CUDA graphs", lambda: eager_engine(splits, epochs, str(dev))),
         # 120 of the recipe's 720 epochs: 20, as on a CPU, is a second's work on a GPU, all fixed costs.
         ("seeds", "many seeds", lambda: many_seeds(splits, args.quick, str(dev), epochs=2 if args.quick else 120)
          + stacked_with_checks(splits, str(dev))),
-        ("validation", "spreadtune, validation split",
-         lambda: spreadtune_runs(validation_splits(splits), args, cache, [0], "spreadtune validation", deadline)),
     ]  # fmt: skip
-    chosen = set(args.parts.split(","))
     parts = [(name, part) for key, name, part in parts if key in chosen]
     for name, part in parts:
         log(f"--- {name}")

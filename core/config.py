@@ -137,6 +137,9 @@ class TrainConfig:
     per_class: int = spec(0, "Pseudo-labels per class", "At most this many pseudo-labels per class (and round, "
                           "for self-training), so that easy classes do not swamp the others; 0: no cap.",
                           low=0, high=1_000_000)  # fmt: skip
+    spread_rounds: int = spec(1, "Teacher rounds", "spreadtune: after each student, the labels spread again "
+                              "over the student's own features, and the next student learns those.", low=1,
+                              high=5)  # fmt: skip
     knn: int = spec(10, "Neighbours (k)", "Each image is linked to its k most similar images; labels spread "
                     "along those links.", low=1, high=200)  # fmt: skip
     mu: int = spec(7, "Unlabeled per labeled (mu)", "Unlabeled images per labeled image in a batch.", low=1, high=64)

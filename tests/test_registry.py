@@ -196,6 +196,7 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
         return loop
 
     monkeypatch.setattr(frozen, "extract", extract)
+    monkeypatch.setattr(spreadtune, "extract", extract)  # a later round's teacher: the student's features
     monkeypatch.setattr(base, "predict", predict)
     monkeypatch.setattr(labelspread, "knn_graph", graph)
     monkeypatch.setattr(frozen, "train_loop", counted_loop(frozen.train_loop, "head_steps"))
@@ -216,6 +217,8 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
         ("labelspread", dict(rounds=1, per_class=5, knn=3, epochs=4, batch_size=9)),
         ("spreadtune", dict(per_class=6, knn=3, n_unlabeled=50, epochs=2, batch_size=7, mu=2, eval_every=0,
                             ema=0.0, flip_test=False)),
+        ("spreadtune", dict(per_class=6, knn=3, n_unlabeled=50, epochs=2, batch_size=7, mu=2, eval_every=0,
+                            ema=0.5, flip_test=False, spread_rounds=2, flip_features=True)),
     ],
 )  # fmt: skip
 def test_a_semi_estimate_counts_the_work_its_run_does(method, overrides, splits, checkpoint, tmp_path, monkeypatch):

@@ -119,6 +119,22 @@ def test_spreadtune_teaches_the_network_the_spread_labels(splits, checkpoint, tm
     assert other.diagnostics["final_acc"] != d["final_acc"]
 
 
+def test_spreadtune_spreads_again_over_the_students_features(splits, checkpoint, tmp_path):
+    rows = []
+    cfg = spreadtune_cfg(checkpoint, spread_rounds=2, epochs=2)
+    record = fit(cfg, splits, on_row=rows.append, cache_dir=tmp_path)
+    assert record.status == "finished" and record.total_units == 4
+    # one learning curve: epochs 1-4, the last two from the second round
+    assert [r["index"] for r in rows] == [1, 2, 3, 4] and [r["round"] for r in rows] == [1, 1, 2, 2]
+    assert [r["index"] for r in record.history] == [1, 2, 3, 4]
+    seconds = [r["seconds"] for r in record.history]
+    assert seconds == sorted(seconds) and seconds[2] > seconds[1]  # the time so far, for the ETA
+    rounds = record.diagnostics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and all(r["accepted"] == 12 for r in rounds)
+    # the student's features are never cached: they are the student's, not the pretrained network's
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 2
+
+
 def test_spreadtune_needs_weights_and_a_network_that_learns(checkpoint):
     with pytest.raises(ConfigError, match="weights"):
         validate(TrainConfig(method="spreadtune", arch=TINY, weights="", finetune="all"))

@@ -123,14 +123,15 @@ STOPPING_S = 1.0  # while a job stops: it ends within a second or two, and the p
 
 def refresh_interval(jobs: list[JobInfo]) -> float | None:
     """Rerun about once per row of the fastest running job, between 8 and 15 s, every 8 s in a phase
-    without rows (features, the final test pass), every second while a job stops; None when idle. Every
-    rerun costs the CPU that
-    trains: with the Train page open in Chromium on the same 2 cores, a rerun cost the server about 55 ms and
-    Chromium about 125 ms (most of it the page's own rerun, not the chart), and with a rerun per 1.7 s the
-    notebook's scratch run took 1.22x its CLI time. At one per 4 s, the notebook's transfer run (a row per
-    0.7 s) still took 1.22x (median of 3 interleaved rounds, benchmarks/app_bench.py), the server and Chromium
-    spending 9.1 CPU-s meanwhile; at one per 8 s, 5.0 CPU-s. A stopped run must still show at once, saved
-    with its last check: hence the second-long interval while one stops (live() switches to it)."""
+    without rows (features, the final test pass), every second while a job stops; None when idle.
+
+    Every rerun costs the CPU that trains: with the Train page open in Chromium on the same 2 cores, a
+    rerun cost the server about 55 ms and Chromium about 125 ms (most of it the page's own rerun, not the
+    chart), and with a rerun per 1.7 s the notebook's scratch run took 1.22x its CLI time. At one per 4 s,
+    the notebook's transfer run (a row per 0.7 s) still took 1.22x (median of 3 interleaved rounds,
+    benchmarks/app_bench.py), the server and Chromium spending 9.1 CPU-s meanwhile; at one per 8 s, 5.0
+    CPU-s. A stopped run must still show at once, saved with its last check: hence the second-long
+    interval while one stops (live() switches to it)."""
     active = [j for j in jobs if not j.done]
     if not active:
         return None

@@ -8,6 +8,7 @@ spreading as the teacher). Meant for a GPU: on 2 CPU cores one epoch of its pres
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ from core.methods.base import (
     subset_check,
 )
 from core.methods.fixmatch import WEAK  # the labeled images' augmentation
-from core.methods.frozen import StandardizedHead, feature_cache, labeled_key, train_head
+from core.methods.frozen import StandardizedHead, extract, feature_cache, labeled_key, train_head
 from core.methods.labelspread import LabelSpread, spread
 from core.methods.pseudo_labels import gallery, pseudo_accuracy, select_pseudo_labels, unlabeled_key, unlabeled_subset
 from core.methods.transfer import features_seconds
@@ -115,6 +116,28 @@ def labeled_batch(cfg: TrainConfig) -> int:
     return max(2, cfg.batch_size // cfg.mu)
 
 
+def student_teacher(ctx: RunContext, student: nn.Module, subset: torch.Tensor) -> torch.Tensor:
+    """The next round's teacher: the labels spread again, now over the fine-tuned student's own features,
+    which have learned CIFAR's classes (the frozen ImageNet features had not)."""
+    s, cfg = ctx.splits, ctx.cfg
+
+    def features(images: torch.Tensor, what: str) -> torch.Tensor:
+        return extract(student, images, device=ctx.device, bf16=ctx.bf16, progress=ctx.progress, what=what,
+                       flip=cfg.flip_features, should_stop=ctx.should_stop)  # fmt: skip
+
+    return spread(ctx, features(s.labeled_x, "labeled images"), features(s.unlabeled_x[subset], "unlabeled images"))
+
+
+def in_round(row: dict, number: int, epochs_before: int, seconds_before: float) -> dict:
+    """An epoch's row as part of the whole run: epochs and seconds count on across rounds, so that the
+    learning curve reads as one run and the ETA (core.jobs.progress) counts the rounds before."""
+    return row | {"index": row["index"] + epochs_before, "seconds": row["seconds"] + seconds_before, "round": number}
+
+
+def rows_in_round(on_row: Callable[[dict], None], *where: object) -> Callable[[dict], None]:
+    return lambda row: on_row(in_round(row, *where))
+
+
 def spread_tune(ctx: RunContext) -> Outcome:
     cfg, s, model, device = ctx.cfg, ctx.splits, ctx.model, ctx.device
     t0 = time.perf_counter()
@@ -122,58 +145,75 @@ def spread_tune(ctx: RunContext) -> Outcome:
         teacher = spread_teacher(ctx)
     except InterruptedError as err:
         return finish(ctx, "stopped", str(err), [], model, timings={"train_s": time.perf_counter() - t0})
-    subset = teacher.subset
-    confidence, spread = teacher.probs.max(1)
-    accepted = select_pseudo_labels(teacher.probs, cfg.threshold, cfg.per_class)
+    subset, probs = teacher.subset, teacher.probs
+    accepted = select_pseudo_labels(probs, cfg.threshold, cfg.per_class)
     probe = fit_head_first(
         ctx, torch.cat([teacher.labeled_features, teacher.unlabeled_features[accepted]]),
-        torch.cat([s.labeled_y, spread[accepted]]),
+        torch.cat([s.labeled_y, probs.argmax(1)[accepted]]),
     )  # fmt: skip
     if probe.status != "finished":
         return finish(ctx, probe.status, f"fitting the head: {probe.message}", [], model,
                       timings={"train_s": time.perf_counter() - t0})  # fmt: skip
     teacher_s = time.perf_counter() - t0
-    pool_x, pool_y = s.unlabeled_x[subset[accepted]].to(device), spread[accepted].to(device)
     lab_x, lab_y = s.labeled_x.to(device), s.labeled_y.to(device)
     weak, strong = BatchAugment(WEAK, ctx.n_classes), BatchAugment(cfg.augment, ctx.n_classes)
     ema, update_ema = weight_average(model, cfg.ema)
     gen = torch.Generator().manual_seed(cfg.seed)
     n_lab = labeled_batch(cfg)
-
-    def step_loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        li = torch.randint(0, len(lab_y), (n_lab,), generator=gen).to(device)
-        xl, yl = weak(lab_x[li], lab_y[li])
-        xu, yu = strong(pool_x[idx], pool_y[idx])
-        with autocast(device, ctx.bf16):
-            logits = model(torch.cat([xl, xu])).float()
-        ll, lu = logits.split([len(xl), len(xu)])
-        smooth = cfg.label_smoothing
-        loss = F.cross_entropy(ll, yl, label_smoothing=smooth) + F.cross_entropy(lu, yu, label_smoothing=smooth)
-        return loss, (lu.argmax(1) == yu).sum()  # train accuracy: agreement with the spread labels
-
     check = subset_check(ctx, ema)
-
     start_acc = check() if cfg.eval_every else None  # where fine-tuning starts: labelspread's own result
-
     t = time.perf_counter()
-    params = [p for p in model.parameters() if p.requires_grad]
-    loop = train_loop(
-        params, len(accepted), cfg, step_loss, device=device, check=check, on_row=ctx.on_row,
-        should_stop=ctx.should_stop, after_step=update_ema, set_train_mode=lambda: train_keeping_statistics(model),
-    )  # fmt: skip
-    pseudo_acc = pseudo_accuracy(s, subset, accepted, spread)
-    checks = [r["test_acc"] for r in loop.history if r.get("test_acc") is not None]
+    history, rounds = [], []
+    status, message = "finished", ""
+    for r in range(cfg.spread_rounds):
+        if r:
+            try:
+                probs = student_teacher(ctx, ema, subset)
+            except InterruptedError as err:
+                status, message = "stopped", str(err)
+                break
+            accepted = select_pseudo_labels(probs, cfg.threshold, cfg.per_class)
+            model.load_state_dict(ema.state_dict())  # the next student starts from the averaged one
+        confidence, spread_labels = probs.max(1)
+        pool_x, pool_y = s.unlabeled_x[subset[accepted]].to(device), spread_labels[accepted].to(device)
+
+        def step_loss(idx: torch.Tensor, pool_x=pool_x, pool_y=pool_y) -> tuple[torch.Tensor, torch.Tensor]:
+            li = torch.randint(0, len(lab_y), (n_lab,), generator=gen).to(device)
+            xl, yl = weak(lab_x[li], lab_y[li])
+            xu, yu = strong(pool_x[idx], pool_y[idx])
+            with autocast(device, ctx.bf16):
+                logits = model(torch.cat([xl, xu])).float()
+            ll, lu = logits.split([len(xl), len(xu)])
+            smooth = cfg.label_smoothing
+            loss = F.cross_entropy(ll, yl, label_smoothing=smooth) + F.cross_entropy(lu, yu, label_smoothing=smooth)
+            return loss, (lu.argmax(1) == yu).sum()  # train accuracy: agreement with the spread labels
+
+        where = (r + 1, len(history), time.perf_counter() - t)
+        params = [p for p in model.parameters() if p.requires_grad]
+        loop = train_loop(
+            params, len(accepted), cfg, step_loss, device=device, check=check,
+            on_row=ctx.on_row and rows_in_round(ctx.on_row, *where), should_stop=ctx.should_stop,
+            after_step=update_ema, set_train_mode=lambda: train_keeping_statistics(model),
+        )  # fmt: skip
+        history += [in_round(row, *where) for row in loop.history]
+        checks = [row["test_acc"] for row in loop.history if row.get("test_acc") is not None]
+        pseudo_acc = pseudo_accuracy(s, subset, accepted, spread_labels)
+        rounds.append({"round": r + 1, "accepted": len(accepted), "pseudo_acc": pseudo_acc,
+                       "test_acc": checks[-1] if checks else None})  # fmt: skip
+        status, message = loop.status, loop.message
+        if status != "finished":
+            break
+    last = rounds[-1] if rounds else {}
     diagnostics = {
         "algorithm": "spreadtune",
-        "rounds": [{"round": 1, "accepted": len(accepted), "pseudo_acc": pseudo_acc,
-                    "test_acc": checks[-1] if checks else None}],
-        "final_count": len(accepted),
-        "final_acc": pseudo_acc,
+        "rounds": rounds,
+        "final_count": last.get("accepted"),
+        "final_acc": last.get("pseudo_acc"),
         "start_test_acc": start_acc,
-        "gallery": gallery(subset[accepted], spread[accepted], confidence[accepted], ctx.n_classes),
+        "gallery": gallery(subset[accepted], spread_labels[accepted], confidence[accepted], ctx.n_classes),
     }  # fmt: skip
     timings = {"train_s": time.perf_counter() - t0, "teacher_s": teacher_s, "student_s": time.perf_counter() - t}
-    return finish(ctx, loop.status, loop.message, loop.history, ema, timings=timings, diagnostics=diagnostics)
+    return finish(ctx, status, message, history, ema, timings=timings, diagnostics=diagnostics)
 
 
 class SpreadTune(Method):
@@ -183,8 +223,8 @@ class SpreadTune(Method):
         "A teacher and a student: labels spread over frozen features, then the network itself learns them from "
         "heavily augmented images, and adapts its features to CIFAR."
     )
-    fields = ("arch", *PRETRAINED, "augment", *OPTIMISATION, "n_unlabeled", "threshold", "per_class", "knn", "mu",
-              "ema", "flip_test", "eval_every", "keep_weights")  # fmt: skip
+    fields = ("arch", *PRETRAINED, "augment", *OPTIMISATION, "n_unlabeled", "threshold", "per_class", "knn",
+              "spread_rounds", "mu", "ema", "flip_test", "eval_every", "keep_weights")  # fmt: skip
     presets = {
         # The teacher is labelspread's recommended preset (40,000 unlabeled images, 20 neighbours, the 2,000
         # surest labels of each class; 75% of those are right). The student is the same MobileNetV2, every
@@ -245,7 +285,16 @@ class SpreadTune(Method):
         head = head_epochs * head_steps * timing.head_step(feature_dim(cfg.arch))
         steps = cfg.epochs * -(-accepted // cfg.batch_size)
         step = timing.train_step(cfg.arch, cfg.resolution, cfg.batch_size + labeled_batch(cfg))
-        return spreading + head + steps * step + evaluation_seconds(cfg, sizes, timing)
+        # A later round extracts the student's features (never cached: they change), spreads, trains again.
+        views = 2 if cfg.flip_features else 1
+        respread = (labeled + pool) * views * timing.per_image(cfg.arch, cfg.resolution) + timing.graph(
+            pool + labeled, feature_dim(cfg.arch), cfg.knn
+        )
+        later = (cfg.spread_rounds - 1) * (respread + steps * step)
+        return spreading + head + steps * step + later + evaluation_seconds(cfg, sizes, timing)
+
+    def total_units(self, cfg: TrainConfig) -> int:
+        return cfg.epochs * cfg.spread_rounds
 
     def run(self, ctx: RunContext) -> Outcome:
         return spread_tune(ctx)

@@ -31,10 +31,8 @@ from core import settings
 from core.models import foundation
 from core.models import torchvision_zoo as zoo
 from core.models.convnet_cifar import convnet_cifar
+from core.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from core.models.resnet_cifar import resnet18_cifar
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ModelError(ValueError):
@@ -108,6 +106,11 @@ class ModelEntry:
     adapt_state: Callable[[dict, nn.Module], dict] | None = None  # a local checkpoint -> the model's state_dict
     mean: tuple[float, float, float] = IMAGENET_MEAN  # normalize=True: the statistics its weights expect
     std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def is_foundation(self) -> bool:
+        """A foundation-model tower (core.models.foundation): published weights, but not torchvision's."""
+        return self.tv_name is None and self.pretrained is not None
 
 
 def _split_cifar(last: str) -> Callable[[nn.Module], tuple[nn.Module, int, nn.Module]]:
@@ -235,7 +238,7 @@ def create_model(
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
     if weights == "imagenet":
-        model = _torchvision_pretrained(name, entry)
+        model = _published_weights(name, entry)
     else:
         model = entry.build()
         if weights:
@@ -269,14 +272,14 @@ def state_dict_bytes(name: str, num_classes: int = 10) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def _torchvision_pretrained(name: str, entry: ModelEntry) -> nn.Module:
+def _published_weights(name: str, entry: ModelEntry) -> nn.Module:
     if entry.pretrained is None:
         raise ModelError(f"{name} has no ImageNet weights; train it from scratch or give a .pth file")
     try:
         return entry.pretrained()
     # URLError is an OSError; the Hugging Face Hub's "not in the local cache" is a FileNotFoundError and a ValueError
     except (OSError, RuntimeError, ValueError) as err:
-        if entry.tv_name is None:
+        if entry.is_foundation:
             raise ModelError(
                 f"could not download the published weights of {name} ({type(err).__name__}): they come from "
                 f"{foundation.download_help(name)}; without network, save its state_dict (or the whole published "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from core.models.normalization import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
 
 @dataclass(frozen=True)
 class Foundation:
@@ -32,9 +34,6 @@ class Foundation:
     min_resolution: int
     fixed_resolution: bool  # CLIP's positional embeddings fix its input size; timm's DINOv2 interpolates them
 
-
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 FOUNDATION = {
     "clip_vit_b32": Foundation("open_clip", "ViT-B-32", "laion2b_s34b_b79k", "CLIP on LAION-2B (image-text pairs)",

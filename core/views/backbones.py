@@ -39,7 +39,7 @@ def backbone_facts(arch: str, resolution: int, seconds_per_image: float | None) 
     entry = REGISTRY[arch]
     if entry.pretrained is None:
         parts = ["no ImageNet weights (trains from random initialisation or a .pth file)"]
-    elif entry.tv_name is None:  # a foundation-model tower: pretrained on something else than ImageNet
+    elif entry.is_foundation:  # pretrained on something else than ImageNet
         parts = [f"{entry.pretraining} weights, from the Hugging Face Hub (no ImageNet top-1 to show)"]
     else:
         info = zoo.weights_info(entry.tv_name)
@@ -57,7 +57,7 @@ def backbone_facts(arch: str, resolution: int, seconds_per_image: float | None) 
 def published_weights(arch: str) -> tuple[str, str]:
     """The Train page's choice of an architecture's published weights, and what downloads and caches them."""
     entry = REGISTRY[arch]
-    if entry.tv_name is None and entry.pretrained is not None:  # a foundation-model tower
+    if entry.is_foundation:
         return f"{entry.pretraining} weights (download)", "the Hugging Face Hub"
     return "torchvision ImageNet weights (download)", "torchvision"
 
