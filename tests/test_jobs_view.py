@@ -2,7 +2,7 @@
 
 from core.config import TrainConfig
 from core.jobs.queue import JobInfo
-from ui.jobs_view import LONGEST_S, REFRESH_S, STOPPING_S, refresh_interval
+from ui.jobs_view import CHART_S, LONGEST_S, REFRESH_S, STOPPING_S, chart_rows, refresh_interval
 
 
 def job(state: str, seconds_per_row: float | None = None) -> JobInfo:
@@ -20,3 +20,12 @@ def test_the_live_list_reruns_once_per_row_within_bounds_and_not_at_all_when_idl
     assert refresh_interval([job("running", 60.0), job("running", 9.0)]) == 9.0  # the fastest job's rows
     # A job that stops ends within a second or two: followed every second, whatever else runs.
     assert refresh_interval([job("running", 60.0), job("stopping", 9.0)]) == STOPPING_S
+
+
+def test_the_live_chart_redraws_at_most_every_chart_s():
+    first = chart_rows(None, 1, now=100.0, done=False)
+    assert first == (1, 100.0)  # the first row: drawn at once
+    assert chart_rows(first, 4, now=100.0 + CHART_S / 2, done=False) == first  # the same chart, not redrawn
+    assert chart_rows(first, 5, now=100.0 + CHART_S, done=False) == (5, 100.0 + CHART_S)  # every CHART_S
+    assert chart_rows(first, 3, now=101.0, done=True) == (3, 101.0)  # the job ended: all its rows
+    assert chart_rows((9, 100.0), 2, now=101.0, done=False) == (2, 101.0)  # fewer rows: another job's count

@@ -5,6 +5,7 @@ one's place in the fair queue."""
 
 from __future__ import annotations
 
+import time
 from statistics import median
 
 import streamlit as st
@@ -61,6 +62,20 @@ def _load(run_id: str, mtime_ns: int) -> RunRecord | None:
         return None
 
 
+CHART_S = 30.0  # the live learning curve redraws at most this often (chart_rows)
+
+
+def chart_rows(shown: tuple[int, float] | None, rows: int, now: float, done: bool) -> tuple[int, float]:
+    """(rows, when): how many rows the live learning curve draws, and since when. It redraws with every row
+    at most every CHART_S seconds (and when the job ends); in between, the same chart again, which neither
+    the server nor the browser redraws. Measured with the Train page open in Chromium on the same 2 cores
+    while a run trained (40 s, 5 reruns): the server's CPU 1.23 s and Chromium's 1.74 s with a chart redrawn
+    at every rerun, 0.66 and 1.30 s with the same chart each time, 0.97 and 0.85 s with no chart."""
+    if shown is None or done or rows < shown[0] or now - shown[1] >= CHART_S:
+        return rows, now
+    return shown
+
+
 def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
     head = st.columns([4, 1])
     what = {
@@ -80,7 +95,9 @@ def show_job(job: JobInfo, n_test: int, place: str = "") -> None:
         progress = job_progress(job, final_pass_seconds(job.cfg, n_test, settings().cache_dir), start_estimate(job))
         st.progress(progress.fraction, text=progress.text)
     if job.history and job.kind == "train":
-        st.vega_lite_chart(spec=_curves(job.job_id, len(job.history), job), width="content")
+        key = f"_chart_rows_{job.job_id}"
+        st.session_state[key] = chart_rows(st.session_state.get(key), len(job.history), time.monotonic(), job.done)
+        st.vega_lite_chart(spec=_curves(job.job_id, st.session_state[key][0], job), width="content")
         if job.cfg.eval_every and any(row.get("test_acc") is not None for row in job.history):
             st.caption(f"test_acc: a check every {job.cfg.eval_every} {job.history[-1].get('unit', 'epoch')}s on "
                        f"{job.cfg.eval_subset:,} test images; the full test pass comes at the end.")  # fmt: skip
