@@ -108,8 +108,7 @@ class ModelEntry:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @property
-    def is_foundation(self) -> bool:
-        """A foundation-model tower (core.models.foundation): published weights, but not torchvision's."""
+    def is_foundation(self) -> bool:  # a tower of core.models.foundation: published weights, not torchvision's
         return self.tv_name is None and self.pretrained is not None
 
 
