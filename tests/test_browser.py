@@ -179,6 +179,9 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         set_number(page, "Learning rate", "0.001")
         set_number(page, "Epochs", "3000")
         set_number(page, "Test check every N epochs (0: off)", "1")
+        # As a person would: the estimate first (a worker measures its step times), then Start. Clicked before it
+        # shows, the timing job would queue behind the 3000-epoch run and the estimate wait for its end.
+        expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Start").click()
         from core.jobs.queue import JobQueue
 
@@ -189,7 +192,7 @@ def test_every_page_and_every_button_in_a_real_browser(server, dataset_dir, chec
         run_job = max(trains)  # not job 1: the page's first view queued a timing job
         expect(page.get_by_text(f"Job {run_job}").first).to_be_visible(timeout=30_000)
         expect(page.get_by_text(re.compile(r"epoch \d+/3000"))).to_be_visible(timeout=90_000)  # live progress
-        expect(page.get_by_text("Estimated time")).to_be_visible(timeout=30_000)  # measured by a worker
+        expect(page.get_by_text("Estimated time")).to_be_visible(timeout=30_000)  # still shown while it trains
         page.screenshot(path=shots / "train-running.png")
         page.locator(f".st-key-stop_{run_job} button").click()  # by key: the toolbar has a "Stop" (the script) too
         expect(page.get_by_text("saved as").first).to_be_visible(timeout=30_000)
