@@ -9,14 +9,14 @@ torchvision) or from a local state_dict file, always loaded with `weights_only=T
 Every torchvision classifier comes from `torchvision_zoo`; CLIP and DINOv2 image towers from `foundation`,
 when its optional libraries are installed. One file per CIFAR network (`resnet_cifar`, `convnet_cifar`);
 `spectrum` holds the float64 covariance and eigendecomposition that the whitened stem (and the methods'
-whitened kNN graph) are built on.
+whitened kNN graph) are built on; `checkpoints` loads a local weights file and names it by content;
+`normalization` holds the input statistics of published weights.
 
 May import: core.settings, core.plugins, core.access, core.data, core.datasets.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +30,10 @@ from torch import nn
 from core import settings
 from core.models import foundation
 from core.models import torchvision_zoo as zoo
+from core.models.checkpoints import ModelError, load_checkpoint, weights_id  # noqa: F401  (weights_id: API)
 from core.models.convnet_cifar import convnet_cifar
 from core.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 from core.models.resnet_cifar import resnet18_cifar
-
-
-class ModelError(ValueError):
-    """Unknown model, unreadable weights or weights that do not fit; the message says what to do."""
 
 
 class InputAdapter(nn.Module):
@@ -241,7 +238,7 @@ def create_model(
     else:
         model = entry.build()
         if weights:
-            _load_state_dict(model, Path(weights), entry.adapt_state)
+            load_checkpoint(model, Path(weights), entry.adapt_state)
     backbone, dim, last = entry.split(model)
     prep = InputAdapter(resolution, normalize, entry.mean, entry.std)
     return SmallDataNet(prep, backbone, dim, num_classes, last)
@@ -291,60 +288,3 @@ def _published_weights(name: str, entry: ModelEntry) -> nn.Module:
             f"{info.file_name} (from {info.url}) in {Path(torch.hub.get_dir()) / 'checkpoints'}, or give a "
             f"state_dict file (--weights FILE.pth, or .pth files in {default_weights_dir()} to pick in the app)"
         ) from None
-
-
-def _load_state_dict(model: nn.Module, path: Path, adapt=None) -> None:
-    if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist; give the path of a .pth state_dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle payloads, truncated files, other formats
-        raise ModelError(
-            f"cannot load {path} as a state_dict with weights_only=True ({type(err).__name__}); "
-            "save it with torch.save(model.state_dict(), path)"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} is not a state_dict (a dict of tensors)")
-    if adapt is not None:
-        state = adapt(state, model)
-    own = model.state_dict()
-    # Heads are replaced anyway, so a checkpoint with another number of classes still fits: its last layer (the
-    # one the model registers last) may differ in shape; any other layer that does is another architecture's.
-    head = next(reversed(own), "").rsplit(".", 1)[0]
-    mismatched = {k for k in state if k in own and state[k].shape != own[k].shape}
-    head_keys = {k for k in mismatched if k.rsplit(".", 1)[0] == head}
-    if mismatched - head_keys:
-        k = sorted(mismatched - head_keys)[0]
-        raise ModelError(
-            f"{path} does not fit {type(model).__name__}: {len(mismatched - head_keys)} layers have other shapes "
-            f"(e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here); is it for another "
-            "architecture?"
-        )
-    state = {k: v for k, v in state.items() if k not in head_keys}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if k not in head_keys]
-    if missing or result.unexpected_keys:
-        raise ModelError(
-            f"{path} does not fit {type(model).__name__}: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(result.unexpected_keys)} unexpected "
-            f"(e.g. {result.unexpected_keys[:2]}); is it for another architecture?"
-        )
-
-
-@lru_cache(maxsize=32)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def weights_id(weights: str) -> str:
-    """Identifies weights by content, for feature caches: "", "imagenet" or a file's digest."""
-    if weights in ("", "imagenet"):
-        return weights or "random"
-    st = Path(weights).stat()
-    return _file_digest(str(Path(weights).resolve()), st.st_size, st.st_mtime_ns)
