@@ -81,6 +81,7 @@ def spreadtune_runs(
         if walls and max(walls) * 1.1 > left:
             log(f"{part}: seed {seed} skipped, {left:.0f}s left and a run took {max(walls):.0f}s")
             rows.append({"part": part, "name": f"seed {seed}", "status": "skipped: out of device time"})
+            report.add(rows[-1:])
             break
         cfg = preset("spreadtune", "gpu", **args.overrides | dict(weights=args.weights, seed=seed, device="auto"))
         if args.quick:
@@ -101,8 +102,6 @@ def spreadtune_runs(
                                       if r.get("pseudo_acc") is not None)  # fmt: skip
         report.add(rows[-1:])
         log(f"{part} seed {seed}: {record.metrics.test_acc:.2%} in {walls[-1]:.0f}s ({record.status})")
-    if rows and rows[-1].get("status", "").startswith("skipped"):
-        report.add(rows[-1:])
     accs = [r["test_acc"] for r in rows if r.get("status") == "finished"]
     if not accs:
         return []

@@ -146,10 +146,11 @@ def spread_tune(ctx: RunContext) -> Outcome:
     except InterruptedError as err:
         return finish(ctx, "stopped", str(err), [], model, timings={"train_s": time.perf_counter() - t0})
     subset, probs = teacher.subset, teacher.probs
+    confidence, spread_labels = probs.max(1)
     accepted = select_pseudo_labels(probs, cfg.threshold, cfg.per_class)
     probe = fit_head_first(
         ctx, torch.cat([teacher.labeled_features, teacher.unlabeled_features[accepted]]),
-        torch.cat([s.labeled_y, probs.argmax(1)[accepted]]),
+        torch.cat([s.labeled_y, spread_labels[accepted]]),
     )  # fmt: skip
     if probe.status != "finished":
         return finish(ctx, probe.status, f"fitting the head: {probe.message}", [], model,
@@ -172,9 +173,9 @@ def spread_tune(ctx: RunContext) -> Outcome:
             except InterruptedError as err:
                 status, message = "stopped", str(err)
                 break
+            confidence, spread_labels = probs.max(1)
             accepted = select_pseudo_labels(probs, cfg.threshold, cfg.per_class)
             model.load_state_dict(ema.state_dict())  # the next student starts from the averaged one
-        confidence, spread_labels = probs.max(1)
         pool_x, pool_y = s.unlabeled_x[subset[accepted]].to(device), spread_labels[accepted].to(device)
 
         def step_loss(idx: torch.Tensor, pool_x=pool_x, pool_y=pool_y) -> tuple[torch.Tensor, torch.Tensor]:
