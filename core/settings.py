@@ -118,6 +118,12 @@ class Settings:
         _path,
         "the launcher's socket, pid and log (default: a folder of this user's in $TMPDIR)",
     )
+    timing_window_s: float = _setting(
+        "SMALLDATA_TIMING_WINDOW",
+        "2",
+        _seconds,
+        "seconds each step-time probe of an estimate averages over (longer: steadier on a busy host)",
+    )
     stack_seeds: str = _setting(
         "SMALLDATA_STACK_SEEDS",
         "auto",

@@ -1,5 +1,7 @@
 """The step times estimates are built on: what is measured, and under which key it is kept."""
 
+import pytest
+
 import core.methods.step_timings as st
 from core.config import TrainConfig
 from tests.conftest import TINY
@@ -37,4 +39,13 @@ def test_the_measured_step_adds_the_optimisers_update_once_to_the_scaled_pass(mo
         return clock["t"]
 
     monkeypatch.setattr(st.time, "perf_counter", perf_counter)
-    assert st._measure(TINY, 32, st.PROBE * 2, "cpu", False, True, "sgd") == 1.0 * 2 + 0.3
+    assert st._measure(TINY, 32, st.PROBE * 2, "cpu", False, True, "sgd") == pytest.approx(1.0 * 2 + 0.3)
+
+
+def test_a_probe_goes_on_until_its_timing_window_has_passed(monkeypatch):
+    # Each timed piece of work reports 0.25 s: at least `at_least` of them, then on until the window is spent.
+    monkeypatch.setenv("SMALLDATA_TIMING_WINDOW", "1")
+    assert len(st._for_a_while(lambda: 0.25, 3)) == 4
+    assert len(st._for_a_while(lambda: (0.3, 0.2), 1)) == 2  # a step and its update count together
+    monkeypatch.setenv("SMALLDATA_TIMING_WINDOW", "0")
+    assert len(st._for_a_while(lambda: 0.25, 3)) == 3

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from core import settings
 from core.config import TrainConfig, cv_fold_count
 from core.data.splits import Splits
 from core.engine.device import autocast, place, resolve_device, use_bf16
@@ -25,10 +26,16 @@ from core.models import create_model, state_dict_bytes
 # than its batch (fixed costs per step), so FixMatch's 144-image step, timed on 64 images and scaled, read
 # 1.13-1.37x its real time on the notebook's recipe.
 PROBE = 160
-# How many steps (after one not counted) the median is taken over. With three, two cold folders timed FixMatch's
-# 144-image step at 0.59 and 0.89 s on this noisy 2-core host, and its runs read 0.73-0.88x and 1.08-1.23x.
+# A probe times at least TIMED_STEPS steps (TIMED_BATCHES inference batches), after one not counted, and goes on
+# until the timing window has passed (core.settings: SMALLDATA_TIMING_WINDOW, 2 s), then takes the mean. Why so
+# long, and a mean: this shared 2-core host's speed swings within seconds (the same 64-image batch at 160 px took
+# 0.14 to 0.29 s, three rounds a second apart), and a run pays for its slow spells too. As the median of 5 batches
+# (about a second), one bench's inference timings of the same network read 0.180 and 0.230 s, and its cold runs
+# took 1.35x and 1.01x their feature estimates; the head's 30 ms probe read 0.65 and 1.08 ms a step for the same
+# head, and selftrain's cached runs took 0.69-0.72x their estimates.
 TIMED_STEPS = 7
 TIMED_BATCHES = 5
+MOST_STEPS = 500  # on a GPU a step takes milliseconds: enough to average over
 TIMINGS_FILE = "timings.json"
 
 
@@ -44,8 +51,9 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
     Why so (ResNet-18 for CIFAR, 10 images a step, bf16, 2 cores, ten steps each): the forward and backward
     pass took 0.159 s (median) but 0.128-0.149 s at its fastest, and Adam's update 0.025 s against SGD's
     0.003 s. Timed as the fastest of two SGD steps, the notebook's Adam runs took 1.23-1.30x their estimate;
-    the loop's own steps come to the median pass plus the run's update. The inference pass is a median
-    too: as the fastest of two, cold feature extractions read from 0.68x to 0.92x of their estimate."""
+    the loop's own steps come to a typical pass plus the run's update. An inference pass timed as the fastest
+    of two read cold feature extractions at 0.68x to 0.92x of their estimate; both are now a mean over a while
+    (_for_a_while: the reasons are at TIMED_STEPS)."""
     probe = min(batch, PROBE) if device == "cpu" else batch
     dev = torch.device(device)
     model = place(create_model(arch, 10, "", resolution, False), dev)  # as fit runs it
@@ -74,12 +82,22 @@ def _measure(arch: str, resolution: int, batch: int, device: str, bf16: bool, tr
 
     if not train:
         inference()  # the first call pays for kernel selection and memory
-        return statistics.median(timed(inference) for _ in range(TIMED_BATCHES)) * batch / probe
-    passes, updates = [], []
-    for _ in range(1 + TIMED_STEPS):  # the first step pays for kernel selection, memory and the optimiser's state
-        passes.append(timed(forward_backward))
-        updates.append(timed(opt.step))
-    return statistics.median(passes[1:]) * batch / probe + statistics.median(updates[1:])
+        return statistics.fmean(_for_a_while(lambda: timed(inference), TIMED_BATCHES)) * batch / probe
+    timed(forward_backward)  # the first step pays for kernel selection, memory and the optimiser's state
+    timed(opt.step)
+    steps = _for_a_while(lambda: (timed(forward_backward), timed(opt.step)), TIMED_STEPS)
+    return statistics.fmean(p for p, _ in steps) * batch / probe + statistics.fmean(u for _, u in steps)
+
+
+def _for_a_while(timed_work, at_least: int) -> list:
+    """timed_work's results (each holding the seconds it took), called at least `at_least` times and on
+    until the timing window's seconds of work have passed (at most MOST_STEPS calls)."""
+    window = settings.current().timing_window_s
+    results, spent = [], 0.0
+    while len(results) < at_least or (spent < window and len(results) < MOST_STEPS):
+        results.append(timed_work())
+        spent += sum(results[-1]) if isinstance(results[-1], tuple) else results[-1]
+    return results
 
 
 HEAD_PROBE = dict(items=800, epochs=4)  # 8 steps an epoch: between the probe's 1-3 and labelspread's 201
@@ -97,9 +115,14 @@ def _measure_head_step(dim: int, batch: int = 100) -> float:
     head = StandardizedHead.fitted_to(torch.nn.Linear(dim, 10), features)
     cpu = torch.device("cpu")
     train_head(head, features, labels, cfg.with_(epochs=1), cpu)  # the first steps allocate the optimiser's state
-    t = time.perf_counter()
-    train_head(head, features, labels, cfg, cpu)
-    return (time.perf_counter() - t) / (cfg.epochs * -(-HEAD_PROBE["items"] // batch))
+    per_call = cfg.epochs * -(-HEAD_PROBE["items"] // batch)
+
+    def one_call() -> float:
+        t = time.perf_counter()
+        train_head(head, features, labels, cfg, cpu)
+        return time.perf_counter() - t
+
+    return statistics.fmean(_for_a_while(one_call, 1)) / per_call
 
 
 def _measure_graph(sizes: tuple[int, int], dim: int, k: int) -> tuple[float, float, float]:
@@ -140,16 +163,16 @@ class StepTimings:
         optimizer: str = "sgd",
     ) -> float:  # fmt: skip
         # "cl": timed in channels_last, as core.engine.device.place runs every model; "opt": a training step with
-        # the run's own optimiser; "p160": on up to PROBE images; "m7": the median of TIMED_STEPS steps (inference:
-        # of TIMED_BATCHES). Older timings are retaken.
+        # the run's own optimiser; "p160": on up to PROBE images; "w": the mean over a timing window (_for_a_while).
+        # Older timings are retaken.
         optimizer = optimizer if train else "-"
-        tags = f"cl|opt|p{PROBE}|m{TIMED_STEPS}"
+        tags = f"cl|opt|p{PROBE}|w"
         key = f"{torch.__version__}|{tags}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}|{optimizer}"
         return self._known(key, busy, lambda: _measure(arch, resolution, batch, device, bf16, train, optimizer))
 
     def head_step(self, dim: int, busy: bool) -> float:
-        # "loop": timed through the engine's loop; older timings (bare steps) are retaken.
-        return self._known(f"{torch.__version__}|head_loop|{dim}", busy, lambda: _measure_head_step(dim))
+        # "loop": timed through the engine's loop; "w": over a timing window. Older timings are retaken.
+        return self._known(f"{torch.__version__}|head_loop_w|{dim}", busy, lambda: _measure_head_step(dim))
 
     def graph(self, n: int, dim: int, k: int, busy: bool) -> float:
         # Measured at up to 20,000 nodes: large enough that memory traffic counts as it will at 50,000
