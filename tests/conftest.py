@@ -18,7 +18,7 @@ from tests.plugins import TINY, tiny_cnn  # noqa: F401  (TINY: re-exported for t
 CLASSES = ("c0_red", "c1_green", "c2_blue")  # sorted order = channel order
 # Worker processes (core.jobs.worker) import these too, so that they know the tiny model.
 os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"
-# Step-time probes at their fewest steps, not averaged over 2 s each (core.methods.step_timings._for_a_while).
+# Step-time probes at their fewest steps, not averaged over 2 s each (core.methods.probes.for_a_while).
 os.environ["SMALLDATA_TIMING_WINDOW"] = "0"
 # The suite's own worker launcher (core.jobs.launcher), ended with the session, not the developer's.
 os.environ["SMALLDATA_LAUNCHER_DIR"] = tempfile.mkdtemp(prefix="smalldata-launcher-")

@@ -158,6 +158,9 @@ class UnitTiming:
     def graph(self, n, dim, k):
         return float(self.kind == "graphs")
 
+    def load_seconds(self, nbytes):
+        return 0.0  # nothing is cached
+
 
 def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     """The work a real run does, counted where it happens: images through the backbone (feature extraction

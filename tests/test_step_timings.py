@@ -2,6 +2,7 @@
 
 import pytest
 
+import core.methods.probes as probes
 import core.methods.step_timings as st
 from core.config import TrainConfig
 from tests.conftest import TINY
@@ -14,7 +15,7 @@ def test_a_training_step_is_timed_with_the_runs_own_optimiser_and_an_inference_p
         asked.append((train, optimizer))
         return 0.5 if optimizer == "adam" else 0.1
 
-    monkeypatch.setattr(st, "_measure", measure)
+    monkeypatch.setattr(probes, "measure_step", measure)
     steps = {}
     for optimizer in ("adam", "sgd", "adam"):
         timing = st.MeasuredTiming(TrainConfig(arch=TINY, optimizer=optimizer, device="cpu"), cache_dir=tmp_path)
@@ -29,7 +30,7 @@ def test_a_training_step_is_timed_with_the_runs_own_optimiser_and_an_inference_p
 def test_the_measured_step_adds_the_optimisers_update_once_to_the_scaled_pass(monkeypatch):
     # On the CPU, a batch beyond PROBE images is timed at PROBE and scaled; the update is not per image. A clock
     # that advances only while work is timed: each pass takes 1.0 s, each update 0.3 s.
-    durations = iter([1.0, 0.3] * (1 + st.TIMED_STEPS))
+    durations = iter([1.0, 0.3] * (1 + probes.TIMED_STEPS))
     clock = {"t": 0.0, "reads": 0}
 
     def perf_counter():
@@ -38,14 +39,42 @@ def test_the_measured_step_adds_the_optimisers_update_once_to_the_scaled_pass(mo
             clock["t"] += next(durations)
         return clock["t"]
 
-    monkeypatch.setattr(st.time, "perf_counter", perf_counter)
-    assert st._measure(TINY, 32, st.PROBE * 2, "cpu", False, True, "sgd") == pytest.approx(1.0 * 2 + 0.3)
+    monkeypatch.setattr(probes.time, "perf_counter", perf_counter)
+    assert probes.measure_step(TINY, 32, probes.PROBE * 2, "cpu", False, True, "sgd") == pytest.approx(1.0 * 2 + 0.3)
 
 
 def test_a_probe_goes_on_until_its_timing_window_has_passed(monkeypatch):
     # Each timed piece of work reports 0.25 s: at least `at_least` of them, then on until the window is spent.
     monkeypatch.setenv("SMALLDATA_TIMING_WINDOW", "1")
-    assert len(st._for_a_while(lambda: 0.25, 3)) == 4
-    assert len(st._for_a_while(lambda: (0.3, 0.2), 1)) == 2  # a step and its update count together
+    assert len(probes.for_a_while(lambda: 0.25, 3)) == 4
+    assert len(probes.for_a_while(lambda: (0.3, 0.2), 1)) == 2  # a step and its update count together
     monkeypatch.setenv("SMALLDATA_TIMING_WINDOW", "0")
-    assert len(st._for_a_while(lambda: 0.25, 3)) == 3
+    assert len(probes.for_a_while(lambda: 0.25, 3)) == 3
+
+
+def test_cached_features_cost_the_reading_of_their_file_back(splits, checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    from core.methods.frozen import feature_key, feature_path
+    from core.methods.registry import preset
+    from core.methods.transfer import features_seconds
+    from core.runs.train import fit
+
+    cfg = preset("transfer", "quick", arch=TINY, weights=checkpoint, resolution=32, normalize=False, device="cpu",
+                 n_labeled=30, epochs=2)  # fmt: skip
+    cache = tmp_path / "cache"
+    timing = st.MeasuredTiming(cfg, splits, cache)
+    monkeypatch.setattr(timing, "per_image", lambda arch, resolution: 1.0)  # an extraction: 1 s an image
+    monkeypatch.setattr(timing, "load_seconds", lambda nbytes: nbytes * 1e-9)  # a read: 1 s a GB
+    n_test = len(splits.test_y)
+    assert features_seconds(cfg, n_test, "test", timing) == n_test  # not cached yet: every image through the network
+    assert fit(cfg, splits, cache_dir=cache).status == "finished"
+    cached = torch.load(feature_path(cache, feature_key(cfg, splits.fingerprint, "test")), weights_only=True)
+    # Cached now: what reading the file back costs, for as many bytes as the file's features hold.
+    assert features_seconds(cfg, n_test, "test", timing) == pytest.approx(cached.numel() * 4 * 1e-9)
+
+
+def test_the_read_back_probe_times_a_file_of_its_own_and_leaves_nothing_behind(tmp_path):
+    per_byte = probes.measure_load(tmp_path)
+    assert 0 < per_byte < 1e-6  # slower than 1 MB/s would be no disk at all
+    assert list(tmp_path.iterdir()) == []

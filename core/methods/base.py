@@ -152,6 +152,10 @@ class Timing(Protocol):
 
     def graph(self, n: int, dim: int, k: int) -> float: ...
 
+    def load_seconds(self, nbytes: int) -> float:
+        """Reading nbytes of cached features back from the disk."""
+        ...
+
 
 @dataclass(frozen=True)
 class DataSizes:

@@ -45,9 +45,9 @@ def probe(ctx: RunContext) -> Outcome:
 
 
 def features_seconds(cfg: TrainConfig, images: int, what: str, timing: Timing) -> float:
-    """Extraction time of `images` images, nothing when their features are already cached."""
+    """Extraction time of `images` images; when their features are cached already, reading them back (float32)."""
     if timing.features_cached(cfg, what):
-        return 0.0
+        return timing.load_seconds(images * feature_dim(cfg.arch) * 4)
     return images * timing.per_image(cfg.arch, cfg.resolution) * (2 if cfg.flip_features else 1)
 
 
