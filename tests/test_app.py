@@ -179,7 +179,6 @@ def no_step_timings(app_cache):
 
 def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, monkeypatch):
     import core.methods.probes
-    import core.methods.step_timings
     import core.models
 
     monkeypatch.setattr(core.methods.probes, "measure_step", never_here)  # in the server: workers measure
@@ -214,7 +213,6 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, 
 @pytest.mark.slow  # a worker process
 def test_the_estimate_and_the_kept_networks_size_come_from_a_timing_job(app_env, no_step_timings, monkeypatch):
     import core.methods.probes
-    import core.methods.step_timings
     import core.models
     from ui.common import registry
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,13 +28,22 @@ PROBE = 160
 # A probe times at least TIMED_STEPS steps (TIMED_BATCHES inference batches), after one not counted, and goes on
 # until the timing window has passed (core.settings: SMALLDATA_TIMING_WINDOW, 2 s), then takes the mean. Why so
 # long, and a mean: this shared 2-core host's speed swings within seconds (the same 64-image batch at 160 px took
-# 0.14 to 0.29 s, three rounds a second apart), and a run pays for its slow spells too. As the median of 5 batches
-# (about a second), one bench's inference timings of the same network read 0.180 and 0.230 s, and its cold runs
-# took 1.35x and 1.01x their feature estimates; the head's 30 ms probe read 0.65 and 1.08 ms a step for the same
-# head, and selftrain's cached runs took 0.69-0.72x their estimates.
+# 0.14 to 0.29 s a batch, in three rounds of ten a few seconds apart), and a run pays for its slow spells too. As
+# the median of 5 batches (about a second), one bench's inference timings of the same network read 0.180 and
+# 0.230 s, and its cold runs took 1.35x and 1.01x their feature estimates; the head's 30 ms probe read 0.65 and
+# 1.08 ms a step for the same head, and selftrain's cached runs took 0.69-0.72x their estimates.
 TIMED_STEPS = 7
 TIMED_BATCHES = 5
 MOST_STEPS = 500  # on a GPU a step takes milliseconds: enough to average over
+
+
+def seconds_of(work: Callable[[], object], device: torch.device | None = None) -> float:
+    """Wall seconds of one call of work (on a GPU, until its kernels have finished)."""
+    t = time.perf_counter()
+    work()
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
 
 
 def measure_step(arch: str, resolution: int, batch: int, device: str, bf16: bool, train: bool, optimizer: str) -> float:
@@ -55,11 +65,7 @@ def measure_step(arch: str, resolution: int, batch: int, device: str, bf16: bool
     opt = make_optimizer(TrainConfig(optimizer=optimizer), list(model.parameters()))
 
     def timed(work) -> float:
-        t = time.perf_counter()
-        work()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
+        return seconds_of(work, dev)
 
     def forward_backward() -> None:
         model.train()
@@ -111,9 +117,7 @@ def measure_head_step(dim: int, batch: int = 100) -> float:
     per_call = cfg.epochs * -(-HEAD_PROBE["items"] // batch)
 
     def one_call() -> float:
-        t = time.perf_counter()
-        train_head(head, features, labels, cfg, cpu)
-        return time.perf_counter() - t
+        return seconds_of(lambda: train_head(head, features, labels, cfg, cpu))
 
     return statistics.fmean(for_a_while(one_call, 1)) / per_call
 
@@ -134,9 +138,7 @@ def measure_load(folder: Path | None) -> float:
             return 0.0  # nowhere to write: nothing is cached either
 
         def timed() -> float:
-            t = time.perf_counter()
-            torch.load(path, weights_only=True)
-            return time.perf_counter() - t
+            return seconds_of(lambda: torch.load(path, weights_only=True))
 
         timed()  # the first read may come from the disk; a cache's files are mostly read back soon after
         return statistics.fmean(for_a_while(timed, TIMED_BATCHES)) / path.stat().st_size
