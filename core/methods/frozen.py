@@ -22,6 +22,7 @@ from core.data.augment import BatchAugment
 from core.data.pipelines import format_pipeline, parse_pipeline
 from core.data.splits import Splits, save_cache
 from core.engine.device import autocast
+from core.engine.fusion import for_inference
 from core.engine.loop import LoopResult, RowFn, supervised_step, train_loop
 from core.engine.predict import StopFn
 from core.models import SmallDataNet, weights_id
@@ -53,6 +54,7 @@ def extract(
     model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
+    net = for_inference(model)  # BatchNorm folded into the convolutions: 1.5-1.7x faster (core.engine.fusion)
     out = []
     for start in range(0, len(images), batch_size):
         if should_stop and should_stop():
@@ -60,9 +62,9 @@ def extract(
             raise InterruptedError(f"stopped during feature extraction of {what}")
         batch = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
         with autocast(device, bf16):
-            f = model.features(batch).float()
+            f = net.features(batch).float()
             if flip:
-                f = (f + model.features(batch.flip(-1)).float()) / 2
+                f = (f + net.features(batch.flip(-1)).float()) / 2
         out.append(f.cpu())
         if progress:
             done = min(len(images), start + batch_size)

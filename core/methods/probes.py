@@ -17,6 +17,7 @@ from core import settings
 from core.config import TrainConfig
 from core.data.splits import save_cache
 from core.engine.device import autocast, place
+from core.engine.fusion import for_inference
 from core.engine.optim import make_optimizer
 from core.methods.frozen import StandardizedHead, train_head
 from core.models import create_model
@@ -79,7 +80,8 @@ def measure_step(arch: str, resolution: int, batch: int, device: str, bf16: bool
         with torch.no_grad(), autocast(dev, bf16):
             model(x)
 
-    if not train:
+    if not train:  # as extraction and test passes run it: BatchNorm folded (core.engine.fusion)
+        model = for_inference(model.eval())
         inference()  # the first call pays for kernel selection and memory
         return statistics.fmean(for_a_while(lambda: timed(inference), TIMED_BATCHES)) * batch / probe
     timed(forward_backward)  # the first step pays for kernel selection, memory and the optimiser's state

@@ -44,9 +44,9 @@ class StepTimings:
     ) -> float:  # fmt: skip
         # "cl": timed in channels_last, as core.engine.device.place runs every model; "opt": a training step with
         # the run's own optimiser; "p160": on up to PROBE images; "w": the mean over a timing window
-        # (core.methods.probes). Older timings are retaken.
+        # (core.methods.probes); "bnf": inference with BatchNorm folded (core.engine.fusion). Older timings are retaken.
         optimizer = optimizer if train else "-"
-        tags = f"cl|opt|p{probes.PROBE}|w"
+        tags = f"cl|opt|p{probes.PROBE}|w" + ("" if train else "|bnf")
         key = f"{torch.__version__}|{tags}|{device}|{arch}|{resolution}|{batch}|{int(bf16)}|{int(train)}|{optimizer}"
         return self._known(
             key, busy, lambda: probes.measure_step(arch, resolution, batch, device, bf16, train, optimizer)
