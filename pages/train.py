@@ -75,7 +75,7 @@ with st.expander("Model", expanded=True):
     field_inputs(
         [
             f
-            for f in ("whiten_stem", "resolution", "finetune", "normalize", "flip_features", "flip_test")
+            for f in ("whiten_stem", "resolution", "finetune", "classifier", "normalize", "flip_features", "flip_test")
             if f in fields
         ],
         base,
@@ -107,11 +107,15 @@ with st.expander("Data and augmentation", expanded=True):
         except DataError as err:
             st.error(f"**Cannot start yet:** {plain(err)}. Label them on the Your images page.")
             st.stop()
-with st.expander("Optimisation", expanded=True):
-    field_inputs([f for f in OPTIMISATION if f in fields], base, values, key=k)
+optimisation = [f for f in OPTIMISATION if f in fields]
+current = base.with_(**{f: v for f, v in values.items() if f in FIELD_SPECS})
+if any(is_used(f, current) for f in optimisation):  # a head of class centroids trains nothing: no empty section
+    with st.expander("Optimisation", expanded=True):
+        field_inputs(optimisation, base, values, key=k)
+else:
+    field_inputs(optimisation, base, values, key=k)  # draws nothing: the hidden fields take their defaults
 specific = [f for f in fields if f not in values and f not in OPTIMISATION and f not in ("seed", "eval_every")]
 specific = [f for f in specific if f not in ("device", "precision", "eval_subset", "cv_folds")]
-current = base.with_(**{f: v for f, v in values.items() if f in FIELD_SPECS})
 if [f for f in specific if FIELD_SPECS[f].choices or is_used(f, current)]:  # no empty section
     with st.expander(f"{method} settings", expanded=True):
         field_inputs(specific, base, values, key=k, caps={"n_unlabeled": len(splits.unlabeled_x)})

@@ -208,6 +208,11 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, 
         assert present <= shown and not (absent & shown), (method, shown)
         if method == "transfer":  # its only own field (keep the network) is hidden for a head: no empty section
             assert "transfer settings" not in {e.label for e in at.expander}
+            # the recommended head is class centroids: nothing is optimised, and no empty Optimisation section
+            assert "Classifier" in shown and "Epochs" not in shown
+            assert "Optimisation" not in {e.label for e in at.expander}
+            at.selectbox(key="classifier_transfer_recommended").select("trained").run()
+            assert {"Epochs", "Learning rate"} <= labels(at) and "Optimisation" in {e.label for e in at.expander}
 
 
 @pytest.mark.slow  # a worker process

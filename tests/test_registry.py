@@ -158,13 +158,17 @@ class UnitTiming:
     def graph(self, n, dim, k):
         return float(self.kind == "graphs")
 
+    def spread(self, n, k, classes):
+        return float(self.kind == "spreads")
+
     def load_seconds(self, nbytes):
         return 0.0  # nothing is cached
 
 
 def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     """The work a real run does, counted where it happens: images through the backbone (feature extraction
-    and test passes), steps of a linear head, steps of a whole network, kNN graphs built."""
+    and test passes), steps of a linear head, steps of a whole network, kNN graphs built, and spreadings over a
+    graph built already (labelspread's later rounds, seeded by a head's predictions)."""
     import core.methods.base as base
     import core.methods.frozen as frozen
     import core.methods.labelspread as labelspread
@@ -172,8 +176,9 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     import core.methods.spreadtune as spreadtune
     from core.runs.train import fit
 
-    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0}
+    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0, "spreads": 0}
     real_extract, real_predict, real_graph = frozen.extract, base.predict, labelspread.knn_graph
+    real_spread = labelspread.label_spread
 
     def extract(model, images, **kw):
         counts["images"] += len(images) * (2 if kw.get("flip") else 1)
@@ -187,6 +192,10 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     def graph(features, k, **kw):
         counts["graphs"] += 1
         return real_graph(features, k, **kw)
+
+    def spread(graph, labels, n_classes, **kw):
+        counts["spreads"] += kw.get("prior") is not None  # the first spreading is the graph's own
+        return real_spread(graph, labels, n_classes, **kw)
 
     def counted_loop(real, kind):
         def loop(params, n_items, cfg, step_loss, **kw):
@@ -202,6 +211,7 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     monkeypatch.setattr(spreadtune, "extract", extract)  # a later round's teacher: the student's features
     monkeypatch.setattr(base, "predict", predict)
     monkeypatch.setattr(labelspread, "knn_graph", graph)
+    monkeypatch.setattr(labelspread, "label_spread", spread)
     monkeypatch.setattr(frozen, "train_loop", counted_loop(frozen.train_loop, "head_steps"))
     monkeypatch.setattr(spreadtune, "train_loop", counted_loop(spreadtune.train_loop, "train_steps"))
     monkeypatch.setattr(scratch, "train_loop", counted_loop(scratch.train_loop, "train_steps"))
@@ -215,9 +225,11 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     [
         ("scratch", dict(weights="", epochs=6, batch_size=8, eval_every=2, eval_subset=20, flip_test=True)),
         ("transfer", dict(epochs=5, batch_size=7, augment="hflip", flip_features=True)),
+        ("transfer", dict(classifier="centroids", flip_features=True)),
         ("transfer", dict(finetune="last", epochs=3, batch_size=8, eval_every=1, eval_subset=10, flip_test=False)),
         ("selftrain", dict(rounds=3, per_class=4, n_unlabeled=40, epochs=3, batch_size=8)),
         ("labelspread", dict(rounds=1, per_class=5, knn=3, epochs=4, batch_size=9)),
+        ("labelspread", dict(rounds=3, per_class=5, knn=3, epochs=4, batch_size=9)),
         ("spreadtune", dict(per_class=6, knn=3, n_unlabeled=50, epochs=2, batch_size=7, mu=2, eval_every=0,
                             ema=0.0, flip_test=False)),
         ("spreadtune", dict(per_class=6, knn=3, n_unlabeled=50, epochs=2, batch_size=7, mu=2, eval_every=0,

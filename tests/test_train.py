@@ -108,6 +108,39 @@ def test_linear_probe_on_frozen_features(splits, checkpoint, tmp_path):
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # read, not rewritten
 
 
+def test_a_head_of_class_centroids_picks_the_nearest_class_mean_by_cosine():
+    from core.methods.frozen import centroid_head
+
+    torch.manual_seed(0)
+    features, labels = torch.randn(40, 6) + 3, torch.arange(40) % 4
+    head = centroid_head(torch.nn.Linear(6, 5), features, labels)  # 5 classes, one of them without images
+    centred = features - features.mean(0)
+    means = torch.stack([centred[labels == c].mean(0) for c in range(4)])
+    queries = torch.randn(30, 6) + 3
+    cosine = (
+        torch.nn.functional.normalize(queries - features.mean(0), dim=1) @ torch.nn.functional.normalize(means, dim=1).T
+    )
+    with torch.no_grad():
+        logits = head(queries)
+    assert torch.equal(logits.argmax(1), cosine.argmax(1))
+    assert torch.all(logits[:, 4] == 0)  # the class without images: a zero row, no NaN
+
+
+def test_transfer_with_class_centroids_runs_without_an_optimiser_and_is_saved_as_a_head(splits, checkpoint, tmp_path):
+    from core.config import is_used
+    from core.runs.store import RunStore
+    from core.runs.train import execute
+
+    cfg = preset("transfer", "recommended", arch=TINY, weights=checkpoint, resolution=32, device="cpu",
+                 classifier="centroids")  # fmt: skip
+    assert not is_used("epochs", cfg) and not is_used("lr", cfg)  # the Train page hides what does not apply
+    store = RunStore(tmp_path / "runs")
+    record = execute(cfg, splits, store, cache_dir=tmp_path / "cache")
+    assert record.status == "finished" and record.metrics.test_acc > 0.5
+    assert [row["index"] for row in record.history] == [1]
+    assert store.load_weights(record.run_id).kind == "head"
+
+
 def test_train_loop_only_updates_trainable_parameters():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.Linear(8, 3))
     model[1].requires_grad_(False)

@@ -152,6 +152,10 @@ class Timing(Protocol):
 
     def graph(self, n: int, dim: int, k: int) -> float: ...
 
+    def spread(self, n: int, k: int, classes: int) -> float:
+        """One more label spreading over a k-NN graph of n nodes that is built already."""
+        ...
+
     def load_seconds(self, nbytes: int) -> float:
         """Reading nbytes of cached features back from the disk."""
         ...

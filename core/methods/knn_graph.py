@@ -1,7 +1,9 @@
 """Label spreading on a k-nearest-neighbour graph of features (Zhou et al., 2004), step by step.
 
 `spread_steps` yields the class scores after each iteration, so that the Teaching views can replay
-the spreading; `label_spread` is its last step, balanced over classes.
+the spreading; `label_spread` is its last step, balanced over classes. Both can start from a prior on the
+unlabeled nodes as well as from the labels (labelspread's later rounds: a head's predictions, smoothed
+over the graph).
 """
 
 from __future__ import annotations
@@ -58,13 +60,28 @@ def knn_graph(feats: torch.Tensor, k: int, dims: int = 384, chunk: int = 4096, s
     return torch.sparse_coo_tensor(idx, w.values() * d[idx[0]] * d[idx[1]], (n, n), check_invariants=False).coalesce()
 
 
+# Each unlabeled node's prior weighs this much beside a labeled node's 1: the 40,000 priors of labelspread's
+# recommended preset then weigh 4,000 against the 100 labels. 0.1 and 0.5 gave the same spread labels to within
+# 0.1 point on the validation split (seed 0), so the value is not critical; what counts is that the labels keep
+# a weight of their own.
+PRIOR_WEIGHT = 0.1
+
+
 def spread_steps(
-    graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float = 0.99, iters: int = 20
+    graph: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    alpha: float = 0.99,
+    iters: int = 20,
+    prior: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Scores of every node after 0, 1, ..., iters iterations of F <- alpha S F + (1 - alpha) Y;
-    the first len(labels) nodes are labeled."""
+    the first len(labels) nodes are labeled. prior: class probabilities of the other nodes (in order), which
+    seed Y beside the labels with PRIOR_WEIGHT each."""
     seeds = torch.zeros(graph.shape[0], n_classes)
     seeds[torch.arange(len(labels)), labels] = 1
+    if prior is not None:
+        seeds[len(labels) :] = PRIOR_WEIGHT * prior
     scores = seeds.clone()
     yield scores
     for _ in range(iters):
@@ -81,8 +98,14 @@ def balance(scores: torch.Tensor) -> torch.Tensor:
 
 
 def label_spread(
-    graph: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float = 0.99, iters: int = SPREAD_ITERS
+    graph: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    alpha: float = 0.99,
+    iters: int = SPREAD_ITERS,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Class probabilities of the unlabeled nodes (all but the first len(labels)) after spreading."""
-    *_, scores = spread_steps(graph, labels, n_classes, alpha, iters)
+    """Class probabilities of the unlabeled nodes (all but the first len(labels)) after spreading, from the
+    labels alone or (prior) from the labels and a prior on the unlabeled nodes."""
+    *_, scores = spread_steps(graph, labels, n_classes, alpha, iters, prior)
     return balance(scores[len(labels) :])

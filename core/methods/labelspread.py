@@ -1,5 +1,7 @@
 """Label spreading: the 100 labels flow along a k-nearest-neighbour graph of the features of every
-unlabeled image; the head then learns from the most confident spread labels."""
+unlabeled image; the head then learns from the most confident spread labels. In each later round the
+labels spread again over the same graph, seeded also by that head's predictions, and a new head learns
+from the most confident of those."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import torch
 from core.config import TrainConfig
 from core.methods.base import FROZEN, OPTIMISATION, DataSizes, Outcome, RunContext, Timing
 from core.methods.knn_graph import knn_graph, label_spread
-from core.methods.selftrain import PSEUDO, FrozenSemi, Proposer, curriculum, self_train
+from core.methods.selftrain import PSEUDO, FrozenSemi, Proposer, self_train
 from core.methods.transfer import FROZEN_128
 from core.models import feature_dim
 
@@ -20,22 +22,28 @@ def spread(ctx: RunContext, lab_f: torch.Tensor, unl_f: torch.Tensor) -> torch.T
     return label_spread(graph, ctx.splits.labeled_y, ctx.n_classes)
 
 
-def spread_first(ctx: RunContext) -> Proposer:
-    """Round 0: spread the labels over the graph and accept the per_class most confident of each
-    class at once; later rounds (if any) self-train from there."""
-    later = curriculum(ctx.cfg.per_class)
+def spread_and_respread(ctx: RunContext) -> Proposer:
+    """Round 0: the labels spread over the kNN graph. Each later round: they spread again over the same graph
+    (built once), now seeded also by the last head's predictions on the pool (core.methods.knn_graph.PRIOR_WEIGHT).
+    The head generalises along the features' linear directions and the graph along their neighbourhoods, and each
+    corrects the other: on the validation split (5,000 images, 2 seeds) the spread labels of the pool went from
+    61.3% right to 65.2% after one such round. Every round accepts the per_class most confident of each class."""
+    graph: list[torch.Tensor] = []
 
     def propose(r: int, probs: torch.Tensor, lab_f: torch.Tensor, unl_f: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if r > 0:
-            return later(r, probs, lab_f, unl_f)
-        return spread(ctx, lab_f, unl_f), ctx.cfg.per_class
+        if not graph:
+            ctx.note(0.0, "Building the kNN graph")
+            graph.append(knn_graph(torch.cat([lab_f, unl_f]), ctx.cfg.knn, should_stop=ctx.should_stop))
+        ctx.note(0.0, "Spreading the labels" if r == 0 else "Spreading the labels and the head's predictions")
+        prior = probs if r > 0 else None  # round 0's head knows the 100 labeled images only
+        return label_spread(graph[0], ctx.splits.labeled_y, ctx.n_classes, prior=prior), ctx.cfg.per_class
 
     return propose
 
 
 # The recommended recipe (the comment on LabelSpread.presets says how it was chosen).
 RECOMMENDED = FROZEN_128 | dict(
-    arch="mobilenet_v2_stages", resolution=160, n_unlabeled=40000, epochs=20, rounds=1, threshold=0.0, per_class=2000,
+    arch="mobilenet_v2_stages", resolution=160, n_unlabeled=40000, epochs=20, rounds=2, threshold=0.0, per_class=3000,
     knn=20,
 )  # fmt: skip
 
@@ -57,6 +65,15 @@ class LabelSpread(FrozenSemi):
         # Earlier, unwhitened: 58.5% with 20 iterations; 54.4% at 128 px; seed 0 at 192 px 57.6%; at 128 px
         # 500 per class 52.7%, 2,000 51.8%, k=10 53.8%, k=5 54.2%; a head on the soft labels of all 20,000
         # (seed 0: 52.2%) or a hidden layer (58.7%) did worse.
+        # Then a second round (spread_and_respread): the labels spread again, seeded by the first head's
+        # predictions, and a head learns from the 3,000 surest of each class. On a validation split of 5,000
+        # images (2 seeds each, features extracted once): one round with 2,000 a class 62.8 / 62.5%; two rounds
+        # with 2,000 64.6 / 64.6%, with 3,000 65.4 / 65.3%, with 4,000 64.6 / 64.4%; three rounds with 3,000
+        # 65.0 / 64.8%. Without mirror images the same two rounds gave 63.0 / 63.2% (one round 60.2 / 60.4%).
+        # Tried and not taken (2,000 validation images, seed 0): class-balanced centroids with Sinkhorn
+        # iterations (PT-MAP style) 61.7% of the pool right against spreading's 61.6%; a power transform 61.8%
+        # against 61.4%; reading unseen images out through their neighbours' spread labels, alone or beside the
+        # head, no better than the head.
         "recommended": RECOMMENDED,
         # For a live demo, at most a minute cold on 2 cores: 8,000 unlabeled images at 112 px without their
         # mirror images, 400 pseudo-labels per class. Chosen by its time, not tuned: 5,000 at 96 px (29 s) reached
@@ -64,10 +81,15 @@ class LabelSpread(FrozenSemi):
         "quick": RECOMMENDED | dict(resolution=112, flip_features=False, n_unlabeled=8000, per_class=400),
     }
 
+    def accepted(self, cfg: TrainConfig, r: int, pool: int, classes: int) -> int:
+        return min(pool, cfg.per_class * classes) if cfg.per_class else pool  # per_class of each class, every round
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         nodes = pool + min(cfg.n_labeled, sizes.labeled)
-        return super().estimate(cfg, sizes, timing) + timing.graph(nodes, feature_dim(cfg.arch), cfg.knn)
+        # the graph's timing counts the first spread; each later round spreads once more
+        respreads = (cfg.rounds - 1) * timing.spread(nodes, cfg.knn, sizes.classes)
+        return super().estimate(cfg, sizes, timing) + timing.graph(nodes, feature_dim(cfg.arch), cfg.knn) + respreads
 
     def run(self, ctx: RunContext) -> Outcome:
-        return self_train(ctx, spread_first(ctx))
+        return self_train(ctx, spread_and_respread(ctx))

@@ -166,6 +166,22 @@ def measure_graph(sizes: tuple[int, int], dim: int, k: int) -> tuple[float, floa
     return max(a, 0.0), max((times[0] - a * sizes[0] ** 2) / sizes[0], 0.0), fixed
 
 
+def measure_spread(n: int, k: int, classes: int = 10) -> float:
+    """Seconds per node and class of one label spreading, prior included, over a k-NN graph of n nodes (random
+    features: the graph's shape, about k to 2k links a node, is what its sparse products cost)."""
+    from core.methods.knn_graph import knn_graph, label_spread
+
+    graph = knn_graph(torch.randn(n, 64), k)
+    labels = torch.arange(classes)
+    prior = torch.full((n - classes, classes), 1 / classes)
+
+    def timed() -> float:
+        return seconds_of(lambda: label_spread(graph, labels, classes, prior=prior))
+
+    timed()  # the first call allocates
+    return statistics.fmean(for_a_while(timed, 1)) / (n * classes)
+
+
 def measure_startup(cfg: TrainConfig) -> float:
     t = time.perf_counter()
     weights = cfg.weights if cfg.weights != "imagenet" else ""  # a download is not a cost of the run

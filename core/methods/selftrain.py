@@ -38,17 +38,17 @@ class FrozenSemi(Method):
     def tests_images(self, cfg: TrainConfig) -> bool:
         return False
 
+    def accepted(self, cfg: TrainConfig, r: int, pool: int, classes: int) -> int:
+        """Pseudo-labels the head of round r (1, 2, ...) learns from: self-training's pool grows by per_class of
+        each class a round (core.methods.pseudo_labels)."""
+        return min(pool, r * cfg.per_class * classes) if cfg.per_class else pool
+
     def estimate(self, cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
         pool = min(cfg.n_unlabeled or sizes.unlabeled, sizes.unlabeled)
         labeled = min(cfg.n_labeled, sizes.labeled)
-
-        def accepted(
-            r: int,
-        ) -> int:  # round r (1, 2, ...) takes r * per_class of each class (core.methods.pseudo_labels)
-            return min(pool, r * cfg.per_class * sizes.classes) if cfg.per_class else pool
-
         # round 0, the head on the labeled images alone, is the probe
-        rounds = sum(head_seconds(cfg, labeled + accepted(r), timing) for r in range(1, cfg.rounds + 1))
+        rounds = sum(head_seconds(cfg, labeled + self.accepted(cfg, r, pool, sizes.classes), timing)
+                     for r in range(1, cfg.rounds + 1))  # fmt: skip
         return probe_seconds(cfg, sizes, timing) + features_seconds(cfg, pool, "unlabeled", timing) + rounds
 
 

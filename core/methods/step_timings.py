@@ -56,6 +56,12 @@ class StepTimings:
         # "loop": timed through the engine's loop; "w": over a timing window. Older timings are retaken.
         return self._known(f"{torch.__version__}|head_loop_w|{dim}", busy, lambda: probes.measure_head_step(dim))
 
+    def spread(self, n: int, k: int, busy: bool) -> float:
+        """Seconds per node and class of one label spreading (its iterations are sparse products that grow with
+        both), timed at up to 20,000 nodes as the graph is."""
+        big = max(400, min(n, 20_000))
+        return self._known(f"{torch.__version__}|spread_w|{big}|{k}", busy, lambda: probes.measure_spread(big, k))
+
     def load_per_byte(self, busy: bool) -> float:
         folder = self.path.parent if self.path is not None else None
         return self._known(f"{torch.__version__}|load_w", busy, lambda: probes.measure_load(folder))
@@ -135,6 +141,9 @@ class MeasuredTiming:
 
     def graph(self, n: int, dim: int, k: int) -> float:
         return self.steps.graph(n, dim, k, self.busy)
+
+    def spread(self, n: int, k: int, classes: int) -> float:
+        return self.steps.spread(n, k, self.busy) * n * classes
 
     def load_seconds(self, nbytes: int) -> float:
         return nbytes * self.steps.load_per_byte(self.busy)
