@@ -161,6 +161,9 @@ class UnitTiming:
     def spread(self, n, k, classes):
         return float(self.kind == "spreads")
 
+    def fold(self, arch):
+        return float(self.kind == "folds")
+
     def load_seconds(self, nbytes):
         return 0.0  # nothing is cached
 
@@ -176,12 +179,13 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     import core.methods.spreadtune as spreadtune
     from core.runs.train import fit
 
-    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0, "spreads": 0}
+    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0, "spreads": 0, "folds": 0}
     real_extract, real_predict, real_graph = frozen.extract, base.predict, labelspread.knn_graph
     real_spread = labelspread.label_spread
 
     def extract(model, images, **kw):
         counts["images"] += len(images) * (2 if kw.get("flip") else 1)
+        counts["folds"] += len(images) > 0  # each extraction folds the network once (core.engine.fusion)
         return real_extract(model, images, **kw)
 
     def predict(forward, inputs, *args, **kw):

@@ -66,8 +66,10 @@ def test_cached_features_cost_the_reading_of_their_file_back(splits, checkpoint,
     timing = st.MeasuredTiming(cfg, splits, cache)
     monkeypatch.setattr(timing, "per_image", lambda arch, resolution: 1.0)  # an extraction: 1 s an image
     monkeypatch.setattr(timing, "load_seconds", lambda nbytes: nbytes * 1e-9)  # a read: 1 s a GB
+    monkeypatch.setattr(timing, "fold", lambda arch: 0.5)  # folding the network before extracting: 0.5 s
     n_test = len(splits.test_y)
-    assert features_seconds(cfg, n_test, "test", timing) == n_test  # not cached yet: every image through the network
+    # not cached yet: the network folded once, then every image through it
+    assert features_seconds(cfg, n_test, "test", timing) == n_test + 0.5
     assert fit(cfg, splits, cache_dir=cache).status == "finished"
     cached = torch.load(feature_path(cache, feature_key(cfg, splits.fingerprint, "test")), weights_only=True)
     # Cached now: what reading the file back costs, for as many bytes as the file's features hold.
@@ -78,3 +80,8 @@ def test_the_read_back_probe_times_a_file_of_its_own_and_leaves_nothing_behind(t
     per_byte = probes.measure_load(tmp_path)
     assert 0 < per_byte < 1e-6  # slower than 1 MB/s would be no disk at all
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_fold_probe_times_folding_a_network_with_batchnorm():
+    seconds = probes.measure_fold(TINY)  # tiny_cnn has two BatchNorm layers to fold
+    assert 0 < seconds < 5

@@ -152,6 +152,10 @@ class Timing(Protocol):
 
     def graph(self, n: int, dim: int, k: int) -> float: ...
 
+    def fold(self, arch: str) -> float:
+        """Folding the network's BatchNorm layers into its convolutions, once per feature extraction."""
+        ...
+
     def spread(self, n: int, k: int, classes: int) -> float:
         """One more label spreading over a k-NN graph of n nodes that is built already."""
         ...

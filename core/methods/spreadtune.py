@@ -288,8 +288,10 @@ class SpreadTune(Method):
         step = timing.train_step(cfg.arch, cfg.resolution, cfg.batch_size + labeled_batch(cfg))
         # A later round extracts the student's features (never cached: they change), spreads, trains again.
         views = 2 if cfg.flip_features else 1
-        respread = (labeled + pool) * views * timing.per_image(cfg.arch, cfg.resolution) + timing.graph(
-            pool + labeled, feature_dim(cfg.arch), cfg.knn
+        respread = (
+            (labeled + pool) * views * timing.per_image(cfg.arch, cfg.resolution)
+            + 2 * timing.fold(cfg.arch)  # two extractions: the labeled images, the pool
+            + timing.graph(pool + labeled, feature_dim(cfg.arch), cfg.knn)
         )
         later = (cfg.spread_rounds - 1) * (respread + steps * step)
         return spreading + head + steps * step + later + evaluation_seconds(cfg, sizes, timing)

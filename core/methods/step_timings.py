@@ -148,6 +148,10 @@ class MeasuredTiming:
     def load_seconds(self, nbytes: int) -> float:
         return nbytes * self.steps.load_per_byte(self.busy)
 
+    def fold(self, arch: str) -> float:
+        """Folding the network's BatchNorm layers before an extraction (core.engine.fusion)."""
+        return self.steps._known(f"{torch.__version__}|fold_w|{arch}", self.busy, lambda: probes.measure_fold(arch))
+
     def startup(self, cfg: TrainConfig) -> float:
         """Building the model and loading its weights (about a second for an ImageNet backbone)."""
         key = f"{torch.__version__}|startup|{cfg.arch}|{bool(cfg.weights)}"

@@ -53,10 +53,12 @@ def probe(ctx: RunContext) -> Outcome:
 
 
 def features_seconds(cfg: TrainConfig, images: int, what: str, timing: Timing) -> float:
-    """Extraction time of `images` images; when their features are cached already, reading them back (float32)."""
+    """Extraction time of `images` images, the network's folding included; when their features are cached
+    already, reading them back (float32)."""
     if timing.features_cached(cfg, what):
         return timing.load_seconds(images * feature_dim(cfg.arch) * 4)
-    return images * timing.per_image(cfg.arch, cfg.resolution) * (2 if cfg.flip_features else 1)
+    passes = images * timing.per_image(cfg.arch, cfg.resolution) * (2 if cfg.flip_features else 1)
+    return passes + (timing.fold(cfg.arch) if images else 0.0)
 
 
 def head_seconds(cfg: TrainConfig, n_items: int, timing: Timing) -> float:
