@@ -151,8 +151,10 @@ def many_seeds(splits, quick: bool, device: str, n: int = 5, epochs: int | None 
 
 
 def chosen(args) -> str:
-    """The command's --parts, --presets and --max-run-s, where given (the report names the whole command)."""
-    given = [("--parts", getattr(args, "parts", None)), ("--presets", getattr(args, "presets", None))]
+    """The command's --cache-dir, --parts, --presets and --max-run-s, where given (the report names the whole
+    command)."""
+    given = [("--cache-dir", getattr(args, "cache_dir", None)), ("--parts", getattr(args, "parts", None)),
+             ("--presets", getattr(args, "presets", None))]  # fmt: skip
     if getattr(args, "max_run_s", 900.0) != 900.0:
         given.append(("--max-run-s", f"{args.max_run_s:g}"))
     return "".join(f' {flag} "{value}"' if " " in value else f" {flag} {value}" for flag, value in given if value)

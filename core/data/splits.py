@@ -129,12 +129,16 @@ def save_cache(path: Path, obj: object) -> None:
         pass
 
 
-def validation_splits(splits: Splits, n_val: int = 2000) -> Splits:
+VALIDATION_DRAW = 12345  # the seed of the split every recipe's comment refers to, unless it names another
+
+
+def validation_splits(splits: Splits, n_val: int = 2000, draw: int = VALIDATION_DRAW) -> Splits:
     """For choosing hyperparameters without the test set: a fixed random part of the unlabeled pool,
-    with its hidden labels, becomes the "test" split; the rest stays unlabeled. Needs hidden labels."""
+    with its hidden labels, becomes the "test" split; the rest stays unlabeled. Needs hidden labels.
+    draw: the seed of the random choice (another draw checks that a choice was not made for one split)."""
     if splits.unlabeled_hidden_y is None or len(splits.unlabeled_x) <= n_val:
         raise DataError("a validation split needs more than n_val unlabeled images with hidden labels")
-    order = torch.randperm(len(splits.unlabeled_x), generator=torch.Generator().manual_seed(12345))
+    order = torch.randperm(len(splits.unlabeled_x), generator=torch.Generator().manual_seed(draw))
     val, rest = order[:n_val].sort().values, order[n_val:].sort().values
     return Splits(
         labeled_x=splits.labeled_x,
@@ -145,5 +149,7 @@ def validation_splits(splits: Splits, n_val: int = 2000) -> Splits:
         test_y=splits.unlabeled_hidden_y[val],
         classes=splits.classes,
         source=f"{splits.source} (validation: {n_val} unlabeled images)",
-        fingerprint=f"{splits.fingerprint.rsplit('-', 1)[0]}val{n_val}-{len(splits.labeled_y)}",
+        fingerprint=f"{splits.fingerprint.rsplit('-', 1)[0]}val{n_val}"
+        + ("" if draw == VALIDATION_DRAW else f"d{draw}")
+        + f"-{len(splits.labeled_y)}",
     )
