@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.data.load import load_splits
-from core.data.splits import DataError, split_arrays
+from core.data.splits import DataError, split_arrays, validation_splits
 from tests.conftest import CLASSES, build_dataset
 
 
@@ -22,6 +22,24 @@ def test_folder_splits_sizes_order_and_hidden_labels(splits):
     # the dominant channel of every image is its label: pixels and labels stayed together
     assert (splits.labeled_x.float().mean((2, 3)).argmax(1) == splits.labeled_y).all()
     assert splits.unlabeled_hidden_y.tolist() == [0] * 20 + [1] * 20 + [2] * 20
+
+
+def test_validation_split_holds_out_unlabeled_images_with_their_hidden_labels(splits):
+    val = validation_splits(splits, n_val=15)
+    assert len(val.test_y) == 15 and len(val.unlabeled_x) == 45 and val.unlabeled_hidden_y is not None
+    # each held-out image keeps its hidden label: the dominant channel is the class
+    assert (val.test_x.float().mean((2, 3)).argmax(1) == val.test_y).all()
+    # the held-out images and the remaining pool split the unlabeled images exactly
+    pool = {tuple(x.flatten().tolist()) for x in splits.unlabeled_x}
+    held, rest = ({tuple(x.flatten().tolist()) for x in part} for part in (val.test_x, val.unlabeled_x))
+    assert held | rest == pool and not held & rest
+    # the same draw gives the same split; another draw another split, with a fingerprint of its own
+    assert torch.equal(validation_splits(splits, n_val=15).test_x, val.test_x)
+    other = validation_splits(splits, n_val=15, draw=54321)
+    assert not torch.equal(other.test_x, val.test_x)
+    assert len({splits.fingerprint, val.fingerprint, other.fingerprint}) == 3
+    with pytest.raises(DataError, match="more than n_val"):
+        validation_splits(splits, n_val=60)
 
 
 def test_n_labeled_takes_the_first_images(dataset_dir, tmp_path):
