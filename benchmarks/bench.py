@@ -25,16 +25,19 @@ from typing import Any
 
 import torch
 
-from benchmarks.bench_jobs import app_measurements, class_measurements, stop_latency, two_jobs_at_once
-from benchmarks.bench_presets import presets_part
-from benchmarks.notebook_loop import run_notebook_loop
-from core.data.load import default_cache_dir, load_splits
-from core.engine.device import device_name, resolve_device, use_bf16
-from core.methods import frozen as feat
-from core.methods.registry import preset
-from core.models import create_model
-from core.runs.multiseed import fit_seeds
-from core.runs.train import fit
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from benchmarks.bench_jobs import app_measurements, class_measurements, stop_latency, two_jobs_at_once  # noqa: E402
+from benchmarks.bench_presets import presets_part  # noqa: E402
+from benchmarks.notebook_loop import run_notebook_loop  # noqa: E402
+from core.data.load import default_cache_dir, load_splits  # noqa: E402
+from core.engine.device import device_name, resolve_device, use_bf16  # noqa: E402
+from core.methods import frozen as feat  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
+from core.models import create_model  # noqa: E402
+from core.runs.multiseed import fit_seeds  # noqa: E402
+from core.runs.train import fit  # noqa: E402
 
 PARTS = ("engine", "throughput", "accuracy", "seeds", "jobs", "class")
 RESOLUTIONS = (32, 64, 96, 128, 160, 224)

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.caches import decoded_only
-from core.access import SINGLE_USER as ME
-from core.jobs.supervisor import Supervisor
-from core.methods.registry import preset
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python benchmarks/...` imports this checkout's core
+
+from benchmarks.caches import decoded_only  # noqa: E402
+from core.access import SINGLE_USER as ME  # noqa: E402
+from core.jobs.supervisor import Supervisor  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

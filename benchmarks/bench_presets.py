@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.caches import decoded_only
-from core.config import TrainConfig
-from core.methods.registry import list_methods, list_presets, preset, validate
-from core.methods.step_timings import estimate_seconds
-from core.runs.train import fit
-from core.views.notebook import experiments
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from benchmarks.caches import decoded_only  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from core.methods.registry import list_methods, list_presets, preset, validate  # noqa: E402
+from core.methods.step_timings import estimate_seconds  # noqa: E402
+from core.runs.train import fit  # noqa: E402
+from core.views.notebook import experiments  # noqa: E402
 
 ESTIMATE_RANGE = (0.75, 1.25)  # issue 27: every estimate within 25% of the run
 QUICK = {"epochs": 2, "warmup_epochs": 0, "rounds": 1, "n_unlabeled": 500, "eval_every": 0}

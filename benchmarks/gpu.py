@@ -25,12 +25,15 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.bench import engine_row, engine_vs_notebook, many_seeds
-from core.data.load import load_splits
-from core.data.splits import validation_splits
-from core.engine.device import device_name, environment, resolve_device, use_bf16
-from core.methods.registry import preset
-from core.runs.train import fit
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from benchmarks.bench import engine_row, engine_vs_notebook, many_seeds  # noqa: E402
+from core.data.load import load_splits  # noqa: E402
+from core.data.splits import validation_splits  # noqa: E402
+from core.engine.device import device_name, environment, resolve_device, use_bf16  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
+from core.runs.train import fit  # noqa: E402
 
 START = time.perf_counter()
 PARTS = ("validation", "spreadtune", "notebook", "eager", "seeds")

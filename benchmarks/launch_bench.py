@@ -3,11 +3,15 @@
 new worker (no lingering), so what is timed is a worker's start. The first job of each mode is a warm-up."""
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from core.access import SINGLE_USER as ME
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from core.access import SINGLE_USER as ME  # noqa: E402
 
 os.environ["SMALLDATA_PLUGINS"] = "tests.plugins"  # the tiny model
 os.environ["SMALLDATA_WORKER_LINGER"] = "0"

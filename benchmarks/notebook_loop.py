@@ -7,7 +7,9 @@ on every step, MultiStepLR x0.1 every 30 epochs, evaluation at batch 10. Our own
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +18,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from core.data.splits import Splits
-from core.models import create_model
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from core.data.splits import Splits  # noqa: E402
+from core.models import create_model  # noqa: E402
 
 
 class PilImages(Dataset):

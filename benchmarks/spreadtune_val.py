@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from core.data.load import load_splits
-from core.data.splits import validation_splits
-from core.methods.registry import preset
-from core.runs.train import fit
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from core.data.load import load_splits  # noqa: E402
+from core.data.splits import validation_splits  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
+from core.runs.train import fit  # noqa: E402
 
 
 def main() -> None:

@@ -12,11 +12,16 @@ and 28.2 +- 0.2% (off) were measured without mirror test-time augmentation, whic
 
 import argparse
 import statistics
+import sys
+from pathlib import Path
 
-from core.data.load import load_splits
-from core.data.splits import validation_splits
-from core.methods.registry import preset
-from core.runs.train import fit
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `python benchmarks/...` from the root imports this checkout's core
+
+from core.data.load import load_splits  # noqa: E402
+from core.data.splits import validation_splits  # noqa: E402
+from core.methods.registry import preset  # noqa: E402
+from core.runs.train import fit  # noqa: E402
 
 
 def main() -> None:

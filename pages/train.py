@@ -107,6 +107,10 @@ with st.expander("Data and augmentation", expanded=True):
         except DataError as err:
             st.error(f"**Cannot start yet:** {plain(err)}. Label them on the Your images page.")
             st.stop()
+# The sections below start from the preset as the model's choices make it: transfer's centroid presets keep a
+# trained head's settings, shown once the classifier is switched to trained.
+model_choices = {f: values[f] for f in ("finetune", "classifier") if f in values}
+base = preset(method, preset_name, **model_choices) if model_choices else base
 optimisation = [f for f in OPTIMISATION if f in fields]
 current = base.with_(**{f: v for f, v in values.items() if f in FIELD_SPECS})
 if any(is_used(f, current) for f in optimisation):  # a head of class centroids trains nothing: no empty section
@@ -116,7 +120,7 @@ else:
     field_inputs(optimisation, base, values, key=k)  # draws nothing: the hidden fields take their defaults
 specific = [f for f in fields if f not in values and f not in OPTIMISATION and f not in ("seed", "eval_every")]
 specific = [f for f in specific if f not in ("device", "precision", "eval_subset", "cv_folds")]
-if [f for f in specific if FIELD_SPECS[f].choices or is_used(f, current)]:  # no empty section
+if [f for f in specific if is_used(f, current)]:  # no empty section
     with st.expander(f"{method} settings", expanded=True):
         field_inputs(specific, base, values, key=k, caps={"n_unlabeled": len(splits.unlabeled_x)})
 else:

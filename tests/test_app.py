@@ -209,10 +209,20 @@ def test_train_page_shows_only_the_fields_that_matter(app_env, no_step_timings, 
         if method == "transfer":  # its only own field (keep the network) is hidden for a head: no empty section
             assert "transfer settings" not in {e.label for e in at.expander}
             # the recommended head is class centroids: nothing is optimised, and no empty Optimisation section
-            assert "Classifier" in shown and "Epochs" not in shown
+            assert "Classifier" in shown and not {"Epochs", "Optimizer", "Schedule"} & shown
             assert "Optimisation" not in {e.label for e in at.expander}
             at.selectbox(key="classifier_transfer_recommended").select("trained").run()
             assert {"Epochs", "Learning rate"} <= labels(at) and "Optimisation" in {e.label for e in at.expander}
+            # ...and it starts from the tuned head's recipe, not the defaults' (Adam at 0.1 fits noise)
+            head = [at.selectbox(key="optimizer_transfer_recommended").value,
+                    at.number_input(key="lr_transfer_recommended").value,
+                    at.number_input(key="batch_size_transfer_recommended").value]  # fmt: skip
+            assert head == ["adamw", 0.001, 100], head
+            # a choice that depends on another choice follows it: fine-tuning every layer has no classifier to pick
+            at.selectbox(key="preset_transfer").select("notebook").run()
+            assert "Classifier" not in labels(at) and "What trains" in labels(at)
+            at.selectbox(key="finetune_transfer_notebook").select("head").run()
+            assert "Classifier" in labels(at), labels(at)
 
 
 @pytest.mark.slow  # a worker process

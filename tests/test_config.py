@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import FIELD_SPECS, ConfigError, TrainConfig
+from core.config import FIELD_SPECS, ConfigError, TrainConfig, is_used
 from core.methods.registry import METHODS, canonical, experiment_hash, list_presets, preset, used_fields, validate
 from tests.conftest import TINY
 
@@ -40,7 +40,11 @@ def test_every_preset_of_every_method_is_valid():
             assert cfg.method == name and cfg.preset == p
             read = {*used_fields(name), *method.fixed}
             for field, value in method.presets[p].items():  # what the method reads is the preset's value
-                assert getattr(cfg, field) == (value if field in read else getattr(TrainConfig(), field)), (name, p)
+                kept = field in read and is_used(field, cfg)  # idle here (a centroid head's lr): the default
+                assert getattr(cfg, field) == (value if kept else getattr(TrainConfig(), field)), (name, p, field)
+    # an idle field's preset value comes back once a choice makes it count: transfer's tuned head recipe
+    trained = preset("transfer", "recommended", classifier="trained")
+    assert (trained.optimizer, trained.lr, trained.batch_size) == ("adamw", 1e-3, 100)
 
 
 def test_one_experiment_has_one_spelling_and_one_hash():

@@ -51,21 +51,27 @@ def field_inputs(
     caps: dict[str, float] | None = None,
 ) -> None:
     """Widgets for the fields of `names` that matter (their "used when" rule), in rows of `columns`;
-    their values go into `values`. Choices come first: they decide which of the other fields matter."""
+    their values go into `values`. Choices come first, each shown only if the choices before it leave it
+    a use (What trains before Classifier): they decide which of the other fields matter."""
     caps = caps or {}
     names = [n for n in names if n not in values]
     choices = [n for n in names if FIELD_SPECS[n].choices]
-    _row(choices, base, values, key, columns, caps)
-    current = base.with_(**{k: v for k, v in values.items() if k in FIELD_TYPES})
-    used = [n for n in names if n not in choices and is_used(n, current)]
-    _row(used, base, values, key, columns, caps)
+    shown = _row(choices, base, values, key, columns, caps)
+    shown += _row([n for n in names if n not in choices], base, values, key, columns, caps)
     # A hidden field takes its default rather than the preset's value: the run's config then says what it did
     # (whiten_stem=True from a preset, say, would be refused once another architecture is chosen).
-    values.update({n: getattr(DEFAULTS, n) for n in names if n not in choices and n not in used})
+    values.update({n: getattr(DEFAULTS, n) for n in names if n not in shown})
 
 
-def _row(names: list[str], base: TrainConfig, values: dict[str, Any], key: str, columns: int, caps: dict) -> None:
-    for start in range(0, len(names), columns):
-        cols = st.columns(columns)
-        for col, name in zip(cols, names[start : start + columns], strict=False):
-            values[name] = field_input(name, getattr(base, name), key=f"{name}_{key}", where=col, cap=caps.get(name))
+def _row(names: list[str], base: TrainConfig, values: dict[str, Any], key: str, columns: int, caps: dict) -> list:
+    """The widgets of the fields that are used, given the values chosen so far, `columns` to a row; their names."""
+    shown: list[str] = []
+    for name in names:
+        if not is_used(name, base.with_(**{k: v for k, v in values.items() if k in FIELD_TYPES})):
+            continue
+        if len(shown) % columns == 0:
+            cols = st.columns(columns)
+        where = cols[len(shown) % columns]
+        values[name] = field_input(name, getattr(base, name), key=f"{name}_{key}", where=where, cap=caps.get(name))
+        shown.append(name)
+    return shown
