@@ -106,6 +106,12 @@ def test_linear_probe_on_frozen_features(splits, checkpoint, tmp_path):
     again = fit(cfg, splits, cache_dir=tmp_path / "cache")  # from the feature cache: same numbers
     assert again.metrics.test_acc == first.metrics.test_acc
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # read, not rewritten
+    other_seed = fit(cfg.with_(seed=1), splits, cache_dir=tmp_path / "cache")  # plain images: the same features
+    assert other_seed.status == "finished" and sorted((tmp_path / "cache" / "features").glob("*.pt")) == cached
+    augmented = cfg.with_(augment="flip_crop", classifier="trained", epochs=2)
+    for seed in (0, 1):  # augmented views differ by seed: a file of their own each
+        assert fit(augmented.with_(seed=seed), splits, cache_dir=tmp_path / "cache").status == "finished"
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 4
 
 
 def test_a_head_of_class_centroids_picks_the_nearest_class_mean_by_cosine():

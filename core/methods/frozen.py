@@ -187,8 +187,11 @@ def feature_key(cfg: TrainConfig, fingerprint: str, *key: object) -> str:
 
 
 def labeled_key(cfg: TrainConfig, n_labeled: int) -> tuple[object, ...]:
-    views = n_labeled * (AUGMENTED_VIEWS if augmented_steps(cfg) else 1)
-    return ("labeled", cfg.augment, cfg.seed, views)
+    """The cache key of the labeled images' features: augmented views differ by seed and pipeline, the plain
+    images' features are one file for every seed (a second seed of a frozen-feature recipe extracts nothing)."""
+    if augmented_steps(cfg):
+        return ("labeled", cfg.augment, cfg.seed, n_labeled * AUGMENTED_VIEWS)
+    return ("labeled", n_labeled)
 
 
 def augmented_steps(cfg: TrainConfig) -> list:

@@ -229,8 +229,9 @@ class SpreadTune(Method):
     presets = {
         # The teacher is labelspread's recommended recipe as it was when this preset was measured (one spread
         # over 40,000 unlabeled images, 20 neighbours, the 2,000 surest labels of each class; 75% of those are
-        # right); labelspread's re-spread is spread_rounds here, round 2 spreading over the student's features. The student is the same MobileNetV2, every
-        # layer fine-tuned at 160 px with AdamW, its weights averaged (EMA) and tested with mirroring.
+        # right), without labelspread's later re-spread (spreadtune's own second round, spread_rounds=2, spreads
+        # over the student's features). The student is the same MobileNetV2, every layer fine-tuned at 160 px
+        # with AdamW, its weights averaged (EMA) and tested with mirroring.
         # On the validation split: SGD at lr 0.02 diverged in 9 steps (0.005 and 0.002 blew the loss up too),
         # AdamW at 1e-4 did not; one epoch on the CPU took 62.0% (labelspread) to 65.5%. On an H200
         # (benchmarks/gpu.py, docs/bench/gpu): validation 67.5% (seed 0); test 67.5 +- 0.06%, 103 s cold.

@@ -154,7 +154,7 @@ class MeasuredTiming:
 
     def startup(self, cfg: TrainConfig) -> float:
         """Building the model and loading its weights (about a second for an ImageNet backbone)."""
-        key = f"{torch.__version__}|startup|{cfg.arch}|{bool(cfg.weights)}"
+        key = f"{torch.__version__}|startup_w|{cfg.arch}|{bool(cfg.weights)}"  # _w: over the timing window
         return self.steps._known(key, self.busy, lambda: probes.measure_startup(cfg))
 
     def features_cached(self, cfg: TrainConfig, what: str) -> bool:
