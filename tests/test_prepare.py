@@ -30,7 +30,8 @@ def test_prepare_warms_every_cache_of_the_notebook_lesson_once(dataset_dir, chec
     assert "step times of Label spreading" in said and "dry run: nothing done" in said
     assert main(args) == 0
     said = capsys.readouterr().err
-    assert "the lesson is ready" in said and "frozen features of Label spreading (seed 2): cached" in said
+    assert "the lesson is ready" in said and "frozen features of Label spreading (seed 0): cached" in said
+    assert "(seed 1)" not in said  # the seeds share every feature file: one step warms them for all three
 
     splits = load_splits(dataset_dir, cache_dir=tmp_path / "c")
     semi = experiments(TINY, str(weights / f"{TINY}_pretrained.pth"), 30)["semi"]
@@ -40,6 +41,18 @@ def test_prepare_warms_every_cache_of_the_notebook_lesson_once(dataset_dir, chec
     for cfg in experiments(TINY, str(weights / f"{TINY}_pretrained.pth"), 30).values():
         estimate_seconds(cfg, splits, tmp_path / "c", busy=True)  # measured: the Train page's estimate is at hand
     assert main(args) == 0 and "nothing to do: the lesson is ready" in capsys.readouterr().err
+
+
+def test_a_features_step_per_seed_only_for_what_the_seed_does_not_share(splits, checkpoint, tmp_path):
+    plain = preset("transfer", "recommended", arch=TINY, weights=checkpoint, resolution=32, device="cpu")
+    steps = plan({"plain": plain}, splits, tmp_path / "c", seeds=(0, 1, 2))
+    assert [(s.kind, s.cfg.seed) for s in steps if s.kind == "features"] == [("features", 0)]
+    augmented = plain.with_(augment="flip_crop", classifier="trained")  # augmented views: each seed its own
+    steps = plan({"augmented": augmented}, splits, tmp_path / "c", seeds=(0, 1, 2))
+    assert [s.cfg.seed for s in steps if s.kind == "features"] == [0, 1, 2]
+    prepare([s for s in steps if s.kind == "features"][:1], splits, tmp_path / "c")  # seed 0: test set + its views
+    assert [s.cfg.seed for s in plan({"augmented": augmented}, splits, tmp_path / "c", seeds=(0, 1, 2))
+            if s.kind == "features"] == [1, 2]  # fmt: skip
 
 
 def test_prepare_can_pre_run_the_seeds_and_says_how_long(splits, tmp_path):

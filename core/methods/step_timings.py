@@ -158,8 +158,13 @@ class MeasuredTiming:
         return self.steps._known(key, self.busy, lambda: probes.measure_startup(cfg))
 
     def features_cached(self, cfg: TrainConfig, what: str) -> bool:
+        path = self.feature_file(cfg, what)
+        return path is not None and path.exists()
+
+    def feature_file(self, cfg: TrainConfig, what: str) -> Path | None:
+        """Where the features of `what` (labeled, test, unlabeled) for cfg are cached; None without a cache."""
         if self.splits is None or self.cache_dir is None:
-            return False
+            return None
         s = self.splits
         if what == "labeled":
             key = labeled_key(cfg, len(s.labeled_y))
@@ -168,8 +173,7 @@ class MeasuredTiming:
         else:
             key = unlabeled_key(unlabeled_subset(s, cfg.n_unlabeled))
         fingerprint = s.unlabeled_fingerprint if what == "unlabeled" else s.fingerprint
-        path = feature_path(self.cache_dir, feature_key(cfg, fingerprint, *key))
-        return path is not None and path.exists()
+        return feature_path(self.cache_dir, feature_key(cfg, fingerprint, *key))
 
 
 def estimate_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path | None = None, busy: bool = False) -> float:

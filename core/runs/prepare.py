@@ -3,8 +3,8 @@ at once. In order, each step skipped when its cache is there already:
 
 1. the dataset's decoded images (the caller loads the splits: core.data caches them on the way);
 2. the step times each recipe's estimate reads (core.methods.step_timings.measure);
-3. the frozen backbone's features that frozen-feature recipes read (test set, unlabeled pool, each seed's
-   labeled views), through the same cache and keys as the methods themselves (core.methods.frozen);
+3. the frozen backbone's features that frozen-feature recipes read (test set, unlabeled pool, labeled images,
+   each seed's augmented views), each once, through the same cache and keys as the methods (core.methods.frozen);
 4. optionally, the runs themselves (the notebook's seeds), saved as any run.
 
 `plan` says what is left and about how long it takes (from the step timings, once step 2 has measured them);
@@ -21,7 +21,7 @@ from core.access import Actor
 from core.config import TrainConfig, is_on
 from core.data.splits import Splits
 from core.engine.device import resolve_device, use_bf16
-from core.methods.frozen import feature_cache, labeled_and_test_features
+from core.methods.frozen import AUGMENTED_VIEWS, augmented_steps, feature_cache, labeled_and_test_features
 from core.methods.pseudo_labels import unlabeled_key, unlabeled_subset
 from core.methods.registry import get_method
 from core.methods.step_timings import EstimateUnavailable, MeasuredTiming, estimate_seconds, measure
@@ -48,14 +48,21 @@ def _frozen(cfg: TrainConfig) -> bool:
     return not get_method(cfg.method).tests_images(cfg)  # a head on cached features
 
 
-def _features_left(cfg: TrainConfig, splits: Splits, cache_dir: Path) -> list[str]:
+def _features_left(cfg: TrainConfig, splits: Splits, cache_dir: Path, planned: set[Path]) -> list[str]:
+    """The image sets whose features for cfg are neither cached nor computed by a step planned before (seeds
+    of one recipe share the test set's, the pool's and the plain labeled images' features); adds theirs to
+    `planned`."""
     timing = MeasuredTiming(cfg, splits, cache_dir, busy=True)
     sets = ["labeled", "test"] + (["unlabeled"] if get_method(cfg.method).needs_unlabeled else [])
-    return [s for s in sets if not timing.features_cached(cfg, s)]
+    files = {s: timing.feature_file(cfg, s) for s in sets}
+    left = [s for s in sets if not files[s].exists() and files[s] not in planned]
+    planned.update(files[s] for s in left)
+    return left
 
 
 def _feature_seconds(cfg: TrainConfig, splits: Splits, cache_dir: Path, left: list[str]) -> float | None:
-    sizes = {"labeled": len(splits.labeled_y) * 10, "test": len(splits.test_y),
+    views = AUGMENTED_VIEWS if augmented_steps(cfg) else 1
+    sizes = {"labeled": len(splits.labeled_y) * views, "test": len(splits.test_y),
              "unlabeled": len(unlabeled_subset(splits, cfg.n_unlabeled))}  # fmt: skip
     try:
         per = MeasuredTiming(cfg, splits, cache_dir, busy=True).per_image(cfg.arch, cfg.resolution)
@@ -71,7 +78,7 @@ def plan(
     """What a lesson of these recipes still needs on this dataset, in the order `prepare` does it. seeds: the
     seeds the class will run (their labeled views are cached per seed); run: also the runs of those seeds that
     are not saved yet."""
-    steps = []
+    steps, planned = [], set()
     for name, cfg in recipes.items():
         try:
             estimate_seconds(cfg, splits, cache_dir, busy=True)
@@ -80,7 +87,7 @@ def plan(
     for name, cfg in recipes.items():
         for seed in seeds or (cfg.seed,):
             seeded = cfg.with_(seed=seed)
-            if _frozen(seeded) and (left := _features_left(seeded, splits, cache_dir)):
+            if _frozen(seeded) and (left := _features_left(seeded, splits, cache_dir, planned)):
                 steps.append(Step("features", name, seeded, _feature_seconds(seeded, splits, cache_dir, left)))
     if run and store is not None:
         for name, cfg in recipes.items():
