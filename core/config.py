@@ -48,7 +48,7 @@ def spec(default: Any, label: str, help: str = "", **kw: Any) -> Any:
 
 
 def _sgd(c: Any) -> bool:
-    return c.optimizer == "sgd" and _trains(c)
+    return c.optimizer == "sgd" and trains(c)
 
 
 def _whitens(arch: str) -> bool:
@@ -58,10 +58,10 @@ def _whitens(arch: str) -> bool:
 
 
 def _step_schedule(c: Any) -> bool:
-    return c.schedule == "step" and _trains(c)
+    return c.schedule == "step" and trains(c)
 
 
-def _trains(c: Any) -> bool:
+def trains(c: Any) -> bool:
     """Something learns with the optimiser: not a head of class centroids, which is computed, not trained."""
     return not (c.finetune == "head" and c.classifier == "centroids")
 
@@ -120,28 +120,28 @@ class TrainConfig:
     )  # fmt: skip
     # --- optimisation
     epochs: int = spec(100, "Epochs", "With 100 images an epoch is a handful of steps: think in steps, not epochs.",
-                       low=1, high=10_000, used_when=_trains)  # fmt: skip
-    batch_size: int = spec(10, "Batch size", "", low=1, high=4096, used_when=_trains)
-    optimizer: str = spec("adam", "Optimizer", "", choices=OPTIMIZERS, used_when=_trains)
+                       low=1, high=10_000, used_when=trains)  # fmt: skip
+    batch_size: int = spec(10, "Batch size", "", low=1, high=4096, used_when=trains)
+    optimizer: str = spec("adam", "Optimizer", "", choices=OPTIMIZERS, used_when=trains)
     lr: float = spec(
         0.1, "Learning rate", "Adam at lr 0.1 (the notebook's choice) takes huge steps: the loss jumps around and "
         "BatchNorm statistics go wild. Adam works near 1e-3; SGD with momentum near 0.01-0.1.",
-        low=1e-6, high=10.0, step=1e-3, used_when=_trains,
+        low=1e-6, high=10.0, step=1e-3, used_when=trains,
     )  # fmt: skip
     momentum: float = spec(0.9, "Momentum (SGD)", "", low=0.0, high=0.999, step=0.01, used_when=_sgd)
     nesterov: bool = spec(False, "Nesterov", "Look-ahead momentum; usually a little better.", used_when=_sgd)
     weight_decay: float = spec(0.0, "Weight decay", "Pulls weights towards zero; a mild regulariser.",
-                               low=0.0, high=1.0, step=1e-4, used_when=_trains)  # fmt: skip
+                               low=0.0, high=1.0, step=1e-4, used_when=trains)  # fmt: skip
     schedule: str = spec("step", "Schedule", "How the learning rate changes over the run.", choices=SCHEDULES,
-                         used_when=_trains)  # fmt: skip
+                         used_when=trains)  # fmt: skip
     step_every: int = spec(30, "Step schedule: every N epochs", "", low=1, high=10_000, used_when=_step_schedule)
     step_gamma: float = spec(0.1, "Step schedule: factor", "", low=0.001, high=1.0, step=0.05,
                              used_when=_step_schedule)  # fmt: skip
     warmup_epochs: int = spec(0, "Warm-up epochs", "The learning rate ramps up linearly over these epochs.",
-                              low=0, high=9_999, used_when=_trains)  # fmt: skip
+                              low=0, high=9_999, used_when=trains)  # fmt: skip
     label_smoothing: float = spec(
         0.0, "Label smoothing", "Targets of 0.9/0.05 instead of 1/0: the network is not pushed to infinite "
-        "confidence on 100 images.", low=0.0, high=0.5, step=0.05, used_when=_trains,
+        "confidence on 100 images.", low=0.0, high=0.5, step=0.05, used_when=trains,
     )  # fmt: skip
     # --- semi-supervised
     n_unlabeled: int = spec(0, "Unlabeled images (0 = all)", "", low=0, high=1_000_000)

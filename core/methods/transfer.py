@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from core.config import ConfigError, TrainConfig
+from core.config import ConfigError, TrainConfig, trains
 from core.methods.base import FROZEN, OPTIMISATION, DataSizes, Method, Outcome, RunContext, Timing, finish, subset_check
 from core.methods.frozen import (
     AUGMENTED_VIEWS,
@@ -20,13 +20,11 @@ from core.methods.scratch import train_end_to_end
 from core.models import feature_dim
 
 # Frozen MobileNetV2 features at 128 px, and how a linear head learns from them: the base of the transfer and
-# semi presets (transfer's own heads are class centroids, which learn nothing).
-FROZEN_FEATURES = dict(
+# semi presets (transfer's own presets pick class centroids, which read none of the head's training settings).
+FROZEN_128 = dict(
     arch="mobilenet_v2", weights="imagenet", resolution=128, finetune="head", normalize=True, flip_features=True,
-    eval_every=0,
+    epochs=100, batch_size=100, optimizer="adamw", lr=1e-3, weight_decay=1e-2, schedule="cosine", eval_every=0,
 )  # fmt: skip
-HEAD_TRAINING = dict(epochs=100, batch_size=100, optimizer="adamw", lr=1e-3, weight_decay=1e-2, schedule="cosine")
-FROZEN_128 = FROZEN_FEATURES | HEAD_TRAINING
 
 
 def probe(ctx: RunContext) -> Outcome:
@@ -63,7 +61,7 @@ def features_seconds(cfg: TrainConfig, images: int, what: str, timing: Timing) -
 
 def head_seconds(cfg: TrainConfig, n_items: int, timing: Timing) -> float:
     """Training a linear head on n_items features (a head of class centroids is computed in milliseconds)."""
-    if cfg.classifier == "centroids":
+    if not trains(cfg):
         return 0.0
     return cfg.epochs * -(-n_items // cfg.batch_size) * timing.head_step(feature_dim(cfg.arch))
 
@@ -115,7 +113,7 @@ class Transfer(Method):
         return cfg.finetune != "head"
 
     def total_units(self, cfg: TrainConfig) -> int:
-        return 1 if cfg.finetune == "head" and cfg.classifier == "centroids" else cfg.epochs
+        return cfg.epochs if trains(cfg) else 1
 
     def stacks_seeds(self, cfg: TrainConfig) -> bool:
         return cfg.finetune != "head"  # a head on cached features takes seconds per seed anyway
