@@ -164,6 +164,9 @@ class UnitTiming:
     def fold(self, arch):
         return float(self.kind == "folds")
 
+    def centroid_pass(self, dim):
+        return float(self.kind == "centroid_rows")
+
     def load_seconds(self, nbytes):
         return 0.0  # nothing is cached
 
@@ -179,7 +182,7 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     import core.methods.spreadtune as spreadtune
     from core.runs.train import fit
 
-    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0, "spreads": 0, "folds": 0}
+    counts = {"images": 0, "head_steps": 0, "train_steps": 0, "graphs": 0, "spreads": 0, "folds": 0, "centroid_rows": 0}
     real_extract, real_predict, real_graph = frozen.extract, base.predict, labelspread.knn_graph
     real_spread = labelspread.label_spread
 
@@ -189,8 +192,10 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
         return real_extract(model, images, **kw)
 
     def predict(forward, inputs, *args, **kw):
-        if inputs.dtype == torch.uint8:  # images through the network; a head's predictions on features cost nothing
+        if inputs.dtype == torch.uint8:  # images through the network; a trained head's predictions cost nothing
             counts["images"] += len(inputs) * (2 if getattr(forward, "flip_test", False) else 1)  # and its mirror
+        elif float(getattr(forward, "power", 1.0)) != 1.0:  # a centroid head's power transform
+            counts["centroid_rows"] += len(inputs)
         return real_predict(forward, inputs, *args, **kw)
 
     def graph(features, k, **kw):
@@ -242,7 +247,8 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
 )  # fmt: skip
 def test_a_semi_estimate_counts_the_work_its_run_does(method, overrides, splits, checkpoint, tmp_path, monkeypatch):
     """Each estimate against a real run of its method on the synthetic data: the images it puts through the
-    network, the head and network steps it takes and the graphs it builds, counted as the run does them
+    network, the head and network steps it takes, the graphs it builds and the feature rows a centroid head
+    predicts, counted as the run does them
     (so an estimate that forgets a phase, or assumes CIFAR's 10 classes, fails here)."""
     from core.methods.base import DataSizes
 

@@ -49,7 +49,7 @@ def test_a_head_on_frozen_features_is_always_kept_in_kilobytes(splits, checkpoin
     record = execute(cfg, splits, store, cache_dir=tmp_path / "cache")
     kept = store.load_weights(record.run_id)
     assert kept.kind == "head" == store.weights_kind(record.run_id)
-    assert set(kept.state) == {"head.weight", "head.bias", "mean", "std"}
+    assert set(kept.state) == {"head.weight", "head.bias", "mean", "std", "power"}
     assert store.weights_bytes(record.run_id) < 10_000
     probs = predictor(store, record, 3)(splits.test_x)
     assert accuracy(probs, splits.test_y) == pytest.approx(record.metrics.test_acc)

@@ -114,22 +114,39 @@ def test_linear_probe_on_frozen_features(splits, checkpoint, tmp_path):
     assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 4
 
 
-def test_a_head_of_class_centroids_picks_the_nearest_class_mean_by_cosine():
+def test_a_head_of_class_centroids_picks_the_nearest_class_mean_of_the_signed_square_roots_by_cosine():
     from core.methods.frozen import centroid_head
 
     torch.manual_seed(0)
-    features, labels = torch.randn(40, 6) + 3, torch.arange(40) % 4
+    features, labels = torch.randn(40, 6) * 4 + 1, torch.arange(40) % 4
     head = centroid_head(torch.nn.Linear(6, 5), features, labels)  # 5 classes, one of them without images
-    centred = features - features.mean(0)
+    root = features.sign() * features.abs().sqrt()
+    centred = root - root.mean(0)
     means = torch.stack([centred[labels == c].mean(0) for c in range(4)])
-    queries = torch.randn(30, 6) + 3
-    cosine = (
-        torch.nn.functional.normalize(queries - features.mean(0), dim=1) @ torch.nn.functional.normalize(means, dim=1).T
-    )
+    queries = torch.randn(300, 6) * 4 + 1
+    roots = queries.sign() * queries.abs().sqrt()
+    normalize = torch.nn.functional.normalize
+    cosine = normalize(roots - root.mean(0), dim=1) @ normalize(means, dim=1).T
+    raw_means = torch.stack([(features - features.mean(0))[labels == c].mean(0) for c in range(4)])
+    on_raw = normalize(queries - features.mean(0), dim=1) @ normalize(raw_means, dim=1).T
     with torch.no_grad():
         logits = head(queries)
     assert torch.equal(logits.argmax(1), cosine.argmax(1))
+    assert not torch.equal(logits.argmax(1), on_raw.argmax(1))  # the square roots changed some answers
     assert torch.all(logits[:, 4] == 0)  # the class without images: a zero row, no NaN
+
+
+def test_a_head_kept_before_the_power_transform_reads_its_features_as_they_come():
+    from core.methods.frozen import StandardizedHead
+
+    torch.manual_seed(0)
+    old = torch.nn.Linear(4, 3)
+    state = {f"head.{k}": v for k, v in old.state_dict().items()} | {"mean": torch.zeros(4), "std": torch.ones(4)}
+    head = StandardizedHead(torch.nn.Linear(4, 3), torch.zeros(4), torch.ones(4), power=0.5)
+    head.load_state_dict(state)  # no "power" in it: strict loading still accepts it
+    x = torch.randn(5, 4) * 3
+    with torch.no_grad():
+        assert float(head.power) == 1.0 and torch.allclose(head(x), old(x))
 
 
 def test_transfer_with_class_centroids_runs_without_an_optimiser_and_is_saved_as_a_head(splits, checkpoint, tmp_path):
@@ -145,6 +162,11 @@ def test_transfer_with_class_centroids_runs_without_an_optimiser_and_is_saved_as
     assert record.status == "finished" and record.metrics.test_acc > 0.5
     assert [row["index"] for row in record.history] == [1]
     assert store.load_weights(record.run_id).kind == "head"
+    from core.runs.inference import predictor  # Try a model: the kept head takes the square roots as the run did
+
+    probs = predictor(store, record, 3)(splits.test_x)
+    assert float((probs.argmax(1) == splits.test_y).float().mean()) == pytest.approx(record.metrics.test_acc)
+    assert float(store.load_weights(record.run_id).state["power"]) == 0.5
 
 
 def test_train_loop_only_updates_trainable_parameters():

@@ -150,6 +150,10 @@ class Timing(Protocol):
 
     def head_step(self, dim: int) -> float: ...
 
+    def centroid_pass(self, dim: int) -> float:
+        """A head of class centroids predicting one row of features, their power transform included."""
+        ...
+
     def graph(self, n: int, dim: int, k: int) -> float: ...
 
     def fold(self, arch: str) -> float:

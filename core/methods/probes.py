@@ -124,6 +124,24 @@ def measure_head_step(dim: int, batch: int = 100) -> float:
     return statistics.fmean(for_a_while(one_call, 1)) / per_call
 
 
+def measure_centroid_pass(dim: int, rows: int = 4096) -> float:
+    """Seconds per feature row for a head of class centroids to predict (core.engine.predict, as a run's test
+    pass does), its power transform included: the square roots of 10,000 test images' 1,920 features take
+    0.05 s, a third of a cached transfer run, which an estimate without them read at 0.39-0.57 of its runs."""
+    from core.engine.predict import predict
+    from core.methods.frozen import centroid_head
+
+    features = torch.randn(rows, dim)
+    head = centroid_head(torch.nn.Linear(dim, 10), features[:100], torch.arange(100) % 10)
+    cpu = torch.device("cpu")
+
+    def timed() -> float:
+        return seconds_of(lambda: predict(head, features, cpu, False, uint8_images=False))
+
+    timed()
+    return statistics.fmean(for_a_while(timed, TIMED_BATCHES)) / rows
+
+
 LOAD_PROBE_ROWS = (4096, 2048)  # 32 MiB of float32 features: a cached test set's are 40-80 MB
 
 

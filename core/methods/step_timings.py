@@ -56,6 +56,10 @@ class StepTimings:
         # "loop": timed through the engine's loop; "w": over a timing window. Older timings are retaken.
         return self._known(f"{torch.__version__}|head_loop_w|{dim}", busy, lambda: probes.measure_head_step(dim))
 
+    def centroid_pass(self, dim: int, busy: bool) -> float:
+        key = f"{torch.__version__}|centroid_pass_w|{dim}"
+        return self._known(key, busy, lambda: probes.measure_centroid_pass(dim))
+
     def spread(self, n: int, k: int, busy: bool) -> float:
         """Seconds per node and class of one label spreading (its iterations are sparse products that grow with
         both), timed at up to 20,000 nodes as the graph is."""
@@ -138,6 +142,9 @@ class MeasuredTiming:
 
     def head_step(self, dim: int) -> float:
         return self.steps.head_step(dim, self.busy)
+
+    def centroid_pass(self, dim: int) -> float:
+        return self.steps.centroid_pass(dim, self.busy)
 
     def graph(self, n: int, dim: int, k: int) -> float:
         return self.steps.graph(n, dim, k, self.busy)
