@@ -86,7 +86,8 @@ class TrainConfig:
     )  # fmt: skip
     classifier: str = spec(
         "trained", "Classifier", "On frozen features. trained: a linear layer learns from the labeled images with "
-        "the optimiser below. centroids: each class is the mean of its labeled images' features, and an image "
+        "the optimiser below. centroids: each class is the mean of its labeled images' features (their signed "
+        "square roots, so that a few large activations do not outweigh the many small ones), and an image "
         "goes to the class whose mean points most nearly its way (cosine similarity). Nothing is trained, so "
         "nothing overfits: with 10 images a class it beat the trained layer on the validation split.",
         choices=CLASSIFIERS, used_when=lambda c: c.finetune == "head",
