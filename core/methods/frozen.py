@@ -124,19 +124,21 @@ class StandardizedHead(nn.Module):
         self.head = head
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
-        self.register_buffer("power", torch.tensor(float(power)))
+        self.register_buffer("power", torch.tensor(float(power)))  # saved with the head
+        self._power = float(power)  # what forward reads: float() of a GPU buffer would wait for the GPU every step
 
     @classmethod
     def fitted_to(cls, head: nn.Linear, features: torch.Tensor) -> StandardizedHead:
         return cls(head, features.mean(0), features.std(0) + 1e-6)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head((signed_power(f, float(self.power)) - self.mean) / self.std)
+        return self.head((signed_power(f, self._power) - self.mean) / self.std)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # A head kept before the power transform existed has none: it read its features as they came.
         state_dict.setdefault(prefix + "power", torch.tensor(1.0))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._power = float(state_dict[prefix + "power"])
 
 
 def feature_cache(

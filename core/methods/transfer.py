@@ -70,7 +70,7 @@ def probe_seconds(cfg: TrainConfig, sizes: DataSizes, timing: Timing) -> float:
     views = AUGMENTED_VIEWS if augmented_steps(cfg) else 1
     n = min(cfg.n_labeled, sizes.labeled)
     # The head's predictions: a trained head's cost nothing next to the rest; the centroids' square roots do.
-    predicting = (n + sizes.test) * timing.centroid_pass(feature_dim(cfg.arch)) if cfg.classifier == "centroids" else 0
+    predicting = 0 if trains(cfg) else (n + sizes.test) * timing.centroid_pass(feature_dim(cfg.arch))
     return (
         features_seconds(cfg, n * views, "labeled", timing)
         + features_seconds(cfg, sizes.test, "test", timing)
