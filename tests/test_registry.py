@@ -233,8 +233,9 @@ def count_work(monkeypatch, cfg, splits, cache_dir) -> dict[str, float]:
     "method, overrides",
     [
         ("scratch", dict(weights="", epochs=6, batch_size=8, eval_every=2, eval_subset=20, flip_test=True)),
-        ("transfer", dict(epochs=5, batch_size=7, augment="hflip", flip_features=True)),
+        ("transfer", dict(classifier="trained", epochs=5, batch_size=7, augment="hflip", flip_features=True)),
         ("transfer", dict(classifier="centroids", flip_features=True)),
+        ("transfer", dict(classifier="lda", augment="hflip")),
         ("transfer", dict(finetune="last", epochs=3, batch_size=8, eval_every=1, eval_subset=10, flip_test=False)),
         ("selftrain", dict(rounds=3, per_class=4, n_unlabeled=40, epochs=3, batch_size=8)),
         ("labelspread", dict(rounds=1, per_class=5, knn=3, epochs=4, batch_size=9)),

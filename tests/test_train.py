@@ -115,7 +115,7 @@ def test_linear_probe_on_frozen_features(splits, checkpoint, tmp_path):
 
 
 def test_a_head_of_class_centroids_picks_the_nearest_class_mean_of_the_signed_square_roots_by_cosine():
-    from core.methods.frozen import centroid_head
+    from core.methods.centroids import centroid_head
 
     torch.manual_seed(0)
     features, labels = torch.randn(40, 6) * 4 + 1, torch.arange(40) % 4
@@ -136,6 +136,47 @@ def test_a_head_of_class_centroids_picks_the_nearest_class_mean_of_the_signed_sq
     assert torch.all(logits[:, 4] == 0)  # the class without images: a zero row, no NaN
 
 
+def test_shrunk_inverse_solves_the_shrunk_covariance_through_either_matrix():
+    from core.methods.centroids import shrunk_inverse
+
+    torch.manual_seed(0)
+    for n, d in ((12, 30), (40, 8)):  # fewer images than features (Woodbury) and more
+        residuals, targets = torch.randn(n, d), torch.randn(3, d)
+        r = residuals.double()
+        sphere = float(r.square().mean())
+        shrunk = 0.2 * r.T @ r / n + 0.8 * sphere * torch.eye(d, dtype=torch.float64)
+        expected = torch.linalg.solve(shrunk, targets.double().T).T.float()
+        assert torch.allclose(shrunk_inverse(residuals, targets, 0.2), expected, atol=1e-4, rtol=1e-4)
+    # each class one image: no residual to measure a covariance with, the targets keep their directions (no NaN)
+    solved = shrunk_inverse(torch.zeros(5, 4), torch.eye(4)[:2] * 3, 0.05)
+    assert torch.allclose(torch.nn.functional.normalize(solved, dim=1), torch.eye(4)[:2])
+
+
+def test_an_lda_head_discounts_a_direction_in_which_every_class_varies():
+    from core.methods.centroids import centroid_head
+
+    # Two classes 1.5 apart along feature 0; feature 1 is shared noise, 8 times as wide, whose class means over 20
+    # images differ by chance: the plain means' direction leans on it, the LDA direction discounts it. At half the
+    # covariance (the runs use LDA_COVARIANCE, made for 1,920 features, where the sphere is far flatter than here).
+    torch.manual_seed(1)
+
+    def draw(n):
+        labels = torch.arange(n) % 2
+        x = torch.randn(n, 6) * 0.5
+        x[:, 0] += labels * 1.5
+        x[:, 1] = torch.randn(n) * 4
+        return x.sign() * x.square(), labels  # squared with its sign: the head takes signed square roots back
+
+    features, labels = draw(40)
+    queries, truth = draw(4000)
+    scores = {}
+    for covariance in (0.0, 0.5):
+        with torch.no_grad():
+            logits = centroid_head(torch.nn.Linear(6, 2), features, labels, covariance)(queries)
+        scores[covariance] = float((logits.argmax(1) == truth).float().mean())
+    assert scores[0.5] > scores[0.0] + 0.15, scores  # 0.85 against 0.60
+
+
 def test_a_head_kept_before_the_power_transform_reads_its_features_as_they_come():
     from core.methods.frozen import StandardizedHead
 
@@ -149,13 +190,16 @@ def test_a_head_kept_before_the_power_transform_reads_its_features_as_they_come(
         assert float(head.power) == 1.0 and torch.allclose(head(x), old(x))
 
 
-def test_transfer_with_class_centroids_runs_without_an_optimiser_and_is_saved_as_a_head(splits, checkpoint, tmp_path):
+@pytest.mark.parametrize("classifier", ["centroids", "lda"])
+def test_transfer_with_class_centroids_runs_without_an_optimiser_and_is_saved_as_a_head(
+    classifier, splits, checkpoint, tmp_path
+):
     from core.config import is_used
     from core.runs.store import RunStore
     from core.runs.train import execute
 
     cfg = preset("transfer", "recommended", arch=TINY, weights=checkpoint, resolution=32, device="cpu",
-                 classifier="centroids")  # fmt: skip
+                 classifier=classifier)  # fmt: skip
     assert not is_used("epochs", cfg) and not is_used("lr", cfg)  # the Train page hides what does not apply
     store = RunStore(tmp_path / "runs")
     record = execute(cfg, splits, store, cache_dir=tmp_path / "cache")

@@ -10,13 +10,11 @@ Used by the transfer method with finetune="head" and by self-training and label 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.config import TrainConfig
@@ -25,7 +23,7 @@ from core.data.pipelines import format_pipeline, parse_pipeline
 from core.data.splits import Splits, save_cache
 from core.engine.device import autocast
 from core.engine.fusion import for_inference
-from core.engine.loop import LoopResult, RowFn, epoch_row, supervised_step, train_loop
+from core.engine.loop import LoopResult, RowFn, supervised_step, train_loop
 from core.engine.predict import StopFn
 from core.models import SmallDataNet, weights_id
 
@@ -237,54 +235,6 @@ def labeled_views(cfg: TrainConfig, splits: Splits) -> torch.Tensor:
         torch.manual_seed(cfg.seed)
         copies = [augment(x, splits.labeled_y)[0].mul(255).round().to(torch.uint8) for _ in range(AUGMENTED_VIEWS - 1)]
     return torch.cat([x, *copies])
-
-
-# Cosine similarities of about 0.1-0.3 apart, times this, give logits 1-3 apart: probabilities a person can read.
-CENTROID_SHARPNESS = 10.0
-# The centroids compare the features' signed square roots (signed_power). On all 49,900 unlabeled images as the
-# validation split, mobilenet_v2_stages at 160 px, flip-averaged: 53.48% as they come; powers 0.7 / 0.6 / 0.5 /
-# 0.4 / 0.3 / 0.2: 53.75 / 53.84 / 53.95 / 54.04 / 54.07 / 54.13%. At 128 px: 51.35% as they come, 51.62 / 51.71
-# / 51.85 / 51.92 / 51.76 / 51.74%. Flat within 0.2 points from 0.2 to 0.5: the plain square root.
-CENTROID_POWER = 0.5
-
-
-def centroid_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> StandardizedHead:
-    """Nearest class mean as a linear head: the features centred on their mean, each class's row the unit
-    direction of its centred mean. For each image, argmax of the logits is the class whose mean has the largest
-    cosine similarity with it (the image's own length scales every logit alike). Standardised by one number, the
-    features' mean length (over CENTROID_SHARPNESS), instead of each feature's spread: dividing each feature by
-    its own spread over 100 images blows up the ones that barely vary.
-
-    On the validation split (all 49,900 unlabeled images and their hidden labels; transfer reads none of them),
-    mobilenet_v2_stages at 160 px, flip-averaged: 53.5% against 51.1% for the trained linear head (3 seeds).
-    A class without images gets a zero row. Every feature is first replaced by its signed square root
-    (CENTROID_POWER says why)."""
-    features = signed_power(features, CENTROID_POWER)
-    mean = features.mean(0)
-    centred = features - mean
-    sums = torch.zeros(head.out_features, features.shape[1]).index_add_(0, labels, centred)
-    with torch.no_grad():
-        head.weight.copy_(F.normalize(sums, dim=1).to(head.weight))
-        head.bias.zero_()
-    spread = torch.full_like(mean, float(centred.norm(dim=1).mean()) / CENTROID_SHARPNESS)
-    return StandardizedHead(head, mean, spread, power=CENTROID_POWER)
-
-
-def fit_centroids(
-    head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *, on_row: RowFn | None = None
-) -> tuple[StandardizedHead, LoopResult]:
-    """The centroid head (no optimiser, nothing to stop) and its one history row, as train_loop reports an epoch."""
-    t = time.perf_counter()
-    fitted = centroid_head(head, features, labels)
-    with torch.no_grad():
-        logits = fitted(features.to(head.weight.device)).cpu()
-    loss = float(F.cross_entropy(logits, labels, reduction="sum"))
-    right = float((logits.argmax(1) == labels).sum())
-    row = epoch_row(1, loss, right, len(labels), 0.0, time.perf_counter() - t)
-    row["test_acc"] = None  # a frozen head is tested once, at the end (core.methods.base.finish)
-    if on_row:
-        on_row(row)
-    return fitted, LoopResult("finished", [row])
 
 
 def train_head(

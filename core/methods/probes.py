@@ -129,7 +129,7 @@ def measure_centroid_pass(dim: int, rows: int = 4096) -> float:
     pass does), its power transform included: the square roots of 10,000 test images' 1,920 features take
     0.05 s, a third of a cached transfer run, which an estimate without them read at 0.39-0.57 of its runs."""
     from core.engine.predict import predict
-    from core.methods.frozen import centroid_head
+    from core.methods.centroids import centroid_head
 
     features = torch.randn(rows, dim)
     head = centroid_head(torch.nn.Linear(dim, 10), features[:100], torch.arange(100) % 10)
