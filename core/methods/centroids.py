@@ -31,8 +31,8 @@ CENTROID_POWER = 0.5
 # the validation split (mobilenet_v2_stages, 160 px, flip-averaged, signed square roots): 53.95% at 0 (the plain
 # class means), 56.07 / 56.25 / 56.33 / 56.29% at 0.1 / 0.07 / 0.05 / 0.03; over 6 other draws of 100 labels, each
 # scored on 20,000 pool images, 53.58% at 0 and 56.66 / 56.77 / 56.75 / 56.61%. At 128 px with the mirror images
-# 51.85% -> 52.86%, at 160 px without them 53.21% -> 54.60%, at 224 px 49.55% -> 51.85%. Unshrunk LDA with its
-# bias terms (not cosine) lost: 49.3-51.6% there.
+# 51.85% -> 52.86%, at 160 px without them 53.21% -> 54.60%, at 224 px 49.55% -> 51.85%. LDA's own scores (its
+# bias terms, no normalised directions) lost at the same shrinkages: 49.3-51.6% there.
 LDA_COVARIANCE = 0.05
 # Its directions line up less with the features' large directions, so its logits come out smaller: times 15, not 10,
 # they read as probabilities that fit (the lowest cross-entropy on the validation split, 1.226 against 1.232 at 13
