@@ -29,3 +29,13 @@ def test_the_live_chart_redraws_at_most_every_chart_s():
     assert chart_rows(first, 5, now=100.0 + CHART_S, done=False) == (5, 100.0 + CHART_S)  # every CHART_S
     assert chart_rows(first, 3, now=101.0, done=True) == (3, 101.0)  # the job ended: all its rows
     assert chart_rows((9, 100.0), 2, now=101.0, done=False) == (2, 101.0)  # fewer rows: another job's count
+
+
+def test_a_jobs_caption_shows_epochs_only_where_something_trains():
+    from core.methods.registry import preset
+    from ui.common import config_caption
+
+    lda = preset("transfer", "recommended", weights="imagenet")
+    assert config_caption(lda) == "transfer · mobilenet_v2_stages, 160px, head · none · lda head · seed 0"
+    assert "100 epochs" in config_caption(lda.with_(classifier="trained"))  # a trained head has epochs
+    assert "720 epochs" in config_caption(preset("scratch", "recommended"))

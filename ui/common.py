@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.access import redact
-from core.config import TrainConfig
+from core.config import TrainConfig, is_used
 from core.data.load import load_splits
 from core.data.splits import DataError, Splits
 from core.engine.device import device_name, resolve_device
@@ -153,7 +153,9 @@ def percent_columns(*names: str, **labels: str) -> dict:
 
 def config_caption(cfg: TrainConfig) -> str:
     extra = f", {cfg.resolution}px, {cfg.finetune}" if cfg.weights else ""
-    return f"{cfg.method} · {cfg.arch}{extra} · {cfg.augment or 'none'} · {cfg.epochs} epochs · seed {cfg.seed}"
+    # A head of class centroids (plain or LDA) is computed, not trained: it has no epochs to show.
+    work = f"{cfg.epochs} epochs" if is_used("epochs", cfg) else f"{cfg.classifier} head"
+    return f"{cfg.method} · {cfg.arch}{extra} · {cfg.augment or 'none'} · {work} · seed {cfg.seed}"
 
 
 def pixelated_images() -> None:
