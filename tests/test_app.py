@@ -290,6 +290,9 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
     time, the others wait in the queue with their positions, and all eight runs are saved."""
     from ui.common import registry, store
 
+    def train_jobs() -> int:
+        return sum(j.kind == "train" for j in registry().jobs())
+
     sessions = []
     for seed in range(8):
         at = open_page("pages/train.py")
@@ -298,8 +301,15 @@ def test_eight_sessions_each_start_a_run_and_all_are_saved(app_env):
         at.number_input(key="epochs_scratch_notebook").set_value(1)
         at.number_input(key="lr_scratch_notebook").set_value(0.001)
         at.number_input(key="seed_scratch_notebook").set_value(seed).run()
+        before = train_jobs()
         at.button(key="start").click().run()
         assert not at.exception, at.exception
+        # Each Start queues its run. Once, in a clean clone's CI, one of the eight did not: this says what it showed.
+        start = at.button(key="start")
+        assert train_jobs() == before + 1, (
+            f"session {seed}: {train_jobs() - before} run(s) queued; the button reads {start.label!r}; "
+            f"errors: {[e.value for e in at.error]}; toasts: {[t.value for t in at.toast]}"
+        )
         sessions.append(at)
     jobs = [j for j in registry().jobs() if j.kind == "train"]  # the first page view also queued a timing job
     assert len(jobs) == 8 and sum(j.state == "running" for j in registry().jobs()) <= 1
